@@ -1,0 +1,193 @@
+import NIOCore
+
+/// How the master chooses the worker that gets a packet (Swoole's `dispatch_mode`).
+public struct DispatchMode: Sendable, CustomStringConvertible {
+    enum Kind: Sendable {
+        case roundRobin, fixed, preemptive, ipHash
+        case custom(@Sendable (DispatchContext) -> Int)
+    }
+    let kind: Kind
+
+    /// 1: each packet goes to the next worker in turn.
+    public static let roundRobin = DispatchMode(kind: .roundRobin)
+    /// 2: every packet of a connection goes to the same worker (the default).
+    public static let fixed = DispatchMode(kind: .fixed)
+    /// 3: an idle worker first; among equally busy ones, the next in turn.
+    public static let preemptive = DispatchMode(kind: .preemptive)
+    /// 4: by a hash of the client's IP address.
+    public static let ipHash = DispatchMode(kind: .ipHash)
+    /// A function of the connection that returns a worker id (taken modulo `workerNum`).
+    public static func custom(_ choose: @escaping @Sendable (DispatchContext) -> Int) -> DispatchMode {
+        DispatchMode(kind: .custom(choose))
+    }
+
+    /// Swoole's number for the mode: 1, 2, 3 or 4; `nil` for an unknown number.
+    public init?(swooleMode: Int) {
+        switch swooleMode {
+        case 1: self = .roundRobin
+        case 2: self = .fixed
+        case 3: self = .preemptive
+        case 4: self = .ipHash
+        default: return nil
+        }
+    }
+
+    init(kind: Kind) { self.kind = kind }
+
+    /// Whether a connection's packets always land on one worker, so that onConnect and
+    /// onClose reach the worker that saw its packets.
+    var isSticky: Bool {
+        switch kind {
+        case .fixed, .ipHash: return true
+        default: return false
+        }
+    }
+
+    public var description: String {
+        switch kind {
+        case .roundRobin: return "1 (round robin)"
+        case .fixed: return "2 (fixed)"
+        case .preemptive: return "3 (preemptive)"
+        case .ipHash: return "4 (ip hash)"
+        case .custom: return "custom"
+        }
+    }
+}
+
+/// What a custom dispatch function sees of a packet.
+public struct DispatchContext: Sendable {
+    /// The connection, or 0 for a UDP datagram.
+    public var connection: ConnectionID
+    /// The client's IP address.
+    public var remoteAddress: String
+    /// The first bytes of the packet (at most 8 KiB), for protocols that route by content.
+    public var data: ByteBuffer
+}
+
+/// How a listener cuts its byte stream into packets. Swoole's `open_eof_split`,
+/// `open_length_check` and their companions.
+public struct ProtocolSettings: Sendable {
+    /// Deliver one packet per `packageEOF` (the packet includes it).
+    public var openEOFSplit: Bool = false
+    /// The byte string that ends a packet, at most 8 bytes.
+    public var packageEOF: [UInt8] = Array("\r\n\r\n".utf8)
+    /// Deliver length-prefixed packets.
+    public var openLengthCheck: Bool = false
+    /// The type of the length field.
+    public var packageLengthType: PackageLengthType = .uint32BE
+    /// Where the length field starts.
+    public var packageLengthOffset: Int = 0
+    /// Where the body starts; the packet is `packageBodyOffset + length` bytes long
+    /// (with 0, the length counts the whole packet).
+    public var packageBodyOffset: Int = 4
+    /// A packet longer than this closes the connection (2 MiB, as in Swoole).
+    public var packageMaxLength: Int = 2 * 1024 * 1024
+    /// Close connections idle (no bytes received) for longer than this many seconds; 0: never.
+    public var heartbeatIdleTime: Double = 0
+
+    public init() {}
+}
+
+/// The server's settings, named as Swoole names them, in Swift case.
+///
+/// ```swift
+/// var settings = ServerSettings()
+/// settings.workerNum = 4
+/// settings.protocol.openEOFSplit = true
+/// settings.protocol.packageEOF = Array("\n".utf8)
+/// ```
+/// Invalid values make ``Server/start()`` throw ``ServerError/invalidSetting(name:reason:)``.
+public struct ServerSettings: Sendable {
+    /// Reactor threads in the master (default: the number of CPU cores, at most `workerNum`).
+    public var reactorNum: Int = System.coreCount
+    /// Worker processes (default: the number of CPU cores).
+    public var workerNum: Int = System.coreCount
+    /// Task worker processes (default 0).
+    public var taskWorkerNum: Int = 0
+    /// How packets are spread over workers (default ``DispatchMode/fixed``).
+    public var dispatchMode: DispatchMode = .fixed
+    /// Recycle a worker after this many requests; 0: never.
+    public var maxRequest: Int = 0
+    /// How long a stopping worker may take to finish what it holds, in seconds (3, as in Swoole).
+    public var maxWaitTime: Double = 3
+    /// Seconds between two heartbeat scans; 0 with a `heartbeatIdleTime` means idle/2.
+    public var heartbeatCheckInterval: Double = 0
+    /// The framing of the main listener; `addListener` may give other ports their own.
+    public var `protocol` = ProtocolSettings()
+    /// The most bytes the master holds for one client that does not read (2 MiB).
+    public var bufferOutputSize: Int = 2 * 1024 * 1024
+    /// The listen() backlog.
+    public var backlog: Int = 512
+    /// Where every process appends its log lines; nil: standard error.
+    public var logFile: String? = nil
+    /// The lowest level that is logged.
+    public var logLevel: LogLevel = .info
+    /// Where the master writes its pid once ready; removed on stop.
+    public var pidFile: String? = nil
+
+    public init() {}
+
+    /// Swoole's shortcut: with only `heartbeatIdleTime` set, scan every idle/2 seconds.
+    var effectiveHeartbeatInterval: Double {
+        if heartbeatCheckInterval > 0 { return heartbeatCheckInterval }
+        return `protocol`.heartbeatIdleTime > 0 ? `protocol`.heartbeatIdleTime / 2 : 0
+    }
+
+    /// Throws for the first invalid setting, naming it.
+    func validate() throws {
+        func fail(_ name: String, _ reason: String) -> ServerError { .invalidSetting(name: name, reason: reason) }
+        if workerNum < 1 { throw fail("workerNum", "must be at least 1, got \(workerNum)") }
+        if workerNum > 1000 * System.coreCount { throw fail("workerNum", "at most \(1000 * System.coreCount)") }
+        if reactorNum < 1 { throw fail("reactorNum", "must be at least 1, got \(reactorNum)") }
+        if taskWorkerNum < 0 { throw fail("taskWorkerNum", "must not be negative, got \(taskWorkerNum)") }
+        if maxRequest < 0 { throw fail("maxRequest", "must not be negative, got \(maxRequest)") }
+        if !(maxWaitTime > 0) { throw fail("maxWaitTime", "must be positive, got \(maxWaitTime)") }
+        if heartbeatCheckInterval < 0 { throw fail("heartbeatCheckInterval", "must not be negative") }
+        if bufferOutputSize < 1 { throw fail("bufferOutputSize", "must be positive") }
+        if backlog < 1 { throw fail("backlog", "must be positive") }
+        try `protocol`.validate(prefix: "protocol.")
+    }
+}
+
+extension ProtocolSettings {
+    func validate(prefix: String) throws {
+        func fail(_ name: String, _ reason: String) -> ServerError {
+            .invalidSetting(name: prefix + name, reason: reason)
+        }
+        if openEOFSplit && openLengthCheck {
+            throw fail("openEOFSplit", "cannot be combined with openLengthCheck")
+        }
+        if openEOFSplit && (packageEOF.isEmpty || packageEOF.count > 8) {
+            throw fail("packageEOF", "must be 1 to 8 bytes, got \(packageEOF.count)")
+        }
+        if packageMaxLength < 1 { throw fail("packageMaxLength", "must be positive, got \(packageMaxLength)") }
+        if openLengthCheck {
+            if packageLengthOffset < 0 { throw fail("packageLengthOffset", "must not be negative") }
+            if packageBodyOffset < 0 { throw fail("packageBodyOffset", "must not be negative") }
+            if packageBodyOffset > 0 && packageBodyOffset < packageLengthOffset + packageLengthType.size {
+                throw fail("packageBodyOffset", "must lie after the length field")
+            }
+        }
+        if heartbeatIdleTime < 0 { throw fail("heartbeatIdleTime", "must not be negative") }
+    }
+}
+
+/// Log levels, lowest first.
+public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Facts about the machine.
+public enum System {
+    /// The number of CPU cores this process may run on.
+    public static var coreCount: Int { NIOCore.System.coreCount }
+}
+
+extension ServerSettings {
+    /// The longest IPC frame a process accepts: the largest packet or reply plus room for
+    /// the header. Anything longer can only be a bug, and closes that IPC connection.
+    var maxIPCFrameLength: Int {
+        max(`protocol`.packageMaxLength, bufferOutputSize, 16 * 1024 * 1024) + 64 * 1024
+    }
+}

@@ -1,0 +1,95 @@
+import NIOCore
+
+/// A client connection, unique for the life of a server: ids are never reused, so a late
+/// `send` can never reach another client that happens to get the same descriptor.
+public struct ConnectionID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// The id's number; its remainder by `reactorNum` is the reactor that owns it.
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { String(rawValue) }
+    public static func < (a: ConnectionID, b: ConnectionID) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// The kind of socket a listener serves.
+public enum SocketType: Sendable, Equatable {
+    /// TCP, with the listener's framing.
+    case tcp
+    /// UDP: datagrams reach `onPacket`.
+    case udp
+    /// A Unix stream socket at a path.
+    case unixStream
+}
+
+/// Where a UDP datagram came from; pass it back to `sendto`.
+public struct ClientAddress: Sendable, Hashable, CustomStringConvertible {
+    /// The IP address, as text.
+    public var address: String
+    /// The port.
+    public var port: Int
+    /// The index of the listener that received it (0 is the main one).
+    public var serverSocket: Int
+    public init(address: String, port: Int, serverSocket: Int = 0) {
+        self.address = address
+        self.port = port
+        self.serverSocket = serverSocket
+    }
+    public var description: String { "\(address):\(port)" }
+}
+
+/// What the master knows of a connection (Swoole's `getClientInfo`).
+public struct ClientInfo: Sendable, Codable, Equatable {
+    public var remoteIP: String
+    public var remotePort: Int
+    public var reactorId: Int
+    public var serverPort: Int
+    /// Seconds since 1970 when it was accepted.
+    public var connectTime: Double
+    /// Seconds since 1970 when it last sent bytes.
+    public var lastReceiveTime: Double
+}
+
+/// The server's counters (Swoole's `stats()`), names as in Swoole.
+public struct ServerStats: Sendable, Codable, Equatable {
+    public var start_time: Int
+    public var connection_num: Int
+    public var accept_count: Int
+    public var close_count: Int
+    public var abort_count: Int
+    public var request_count: Int
+    public var dispatch_count: Int
+    public var total_recv_bytes: Int
+    public var total_send_bytes: Int
+    public var worker_num: Int
+    public var task_worker_num: Int
+    public var reload_count: Int
+}
+
+/// Errors of the server's API; each says what to do.
+public enum ServerError: Error, CustomStringConvertible, Equatable {
+    /// A setting is out of range; the name is the setting's.
+    case invalidSetting(name: String, reason: String)
+    /// A listener could not bind.
+    case bindFailed(host: String, port: Int, reason: String)
+    /// The call is only possible in a worker process (the API that talks to clients).
+    case notInWorker(String)
+    /// `start()` was called twice.
+    case alreadyStarted
+    /// No worker with that id.
+    case noSuchWorker(Int)
+    /// The master is gone, so the call could not be sent.
+    case masterUnreachable
+    /// A payload larger than the server takes (`packageMaxLength`).
+    case payloadTooLarge(size: Int, max: Int)
+
+    public var description: String {
+        switch self {
+        case let .invalidSetting(name, reason): return "invalid setting \(name): \(reason)"
+        case let .bindFailed(host, port, reason): return "cannot listen on \(host):\(port): \(reason)"
+        case let .notInWorker(call): return "\(call) can only be called in a worker process"
+        case .alreadyStarted: return "the server was already started"
+        case let .noSuchWorker(id): return "there is no worker \(id)"
+        case .masterUnreachable: return "the master process cannot be reached"
+        case let .payloadTooLarge(size, max): return "payload of \(size) bytes exceeds the limit of \(max)"
+        }
+    }
+}

@@ -1,0 +1,250 @@
+import NIOCore
+
+/// The role a process announces when it connects to the master.
+enum ProcessRole: UInt8, Sendable, CustomStringConvertible {
+    case master = 0, manager = 1, worker = 2, taskWorker = 3
+
+    var description: String {
+        switch self {
+        case .master: return "master"
+        case .manager: return "manager"
+        case .worker: return "worker"
+        case .taskWorker: return "task worker"
+        }
+    }
+}
+
+/// Requests a worker makes of the master, answered with ``IPCMessage/response``.
+enum MasterQuery: UInt8, Sendable {
+    case stats = 1, exists, clientInfo, connections, reload, reloadTaskWorkers, shutdown
+}
+
+/// Everything the processes of one server say to each other.
+///
+/// All of it travels through the master: each worker (and the manager) holds one Unix
+/// stream connection to it, so every message has exactly one writer per direction and
+/// frames never interleave. A worker's connection belongs to one generation of its slot:
+/// during a reload the old worker and its replacement hold separate connections, so their
+/// frames cannot mix, and replies carry the connection id, so each reaches its own client.
+enum IPCMessage: Sendable, Equatable {
+    /// First message of every connection to the master.
+    case hello(role: ProcessRole, workerId: Int, generation: Int, pid: Int32, token: UInt64)
+    /// A client connected (master → worker).
+    case connect(connection: UInt64, reactor: Int, listener: Int)
+    /// A packet from a client (master → worker).
+    case receive(connection: UInt64, reactor: Int, data: ByteBuffer)
+    /// A client connection ended (master → worker); `byServer` when the server closed it.
+    case close(connection: UInt64, reactor: Int, byServer: Bool)
+    /// A UDP datagram (master → worker).
+    case packet(listener: Int, address: String, port: Int, data: ByteBuffer)
+    /// Bytes for a client (worker → master).
+    case send(connection: UInt64, data: ByteBuffer)
+    /// A datagram to send from a UDP listener (worker → master).
+    case sendTo(listener: Int, address: String, port: Int, data: ByteBuffer)
+    /// Close a client connection (worker → master).
+    case closeConnection(connection: UInt64, reset: Bool)
+    /// The worker finished `count` of the events it was given (worker → master).
+    case done(count: Int)
+    /// A message between workers, relayed by the master.
+    case pipeMessage(from: Int, to: Int, data: ByteBuffer)
+    /// A question for the master (worker → master).
+    case request(id: UInt32, query: MasterQuery, argument: UInt64)
+    /// The master's answer, JSON (master → worker).
+    case response(id: UInt32, data: ByteBuffer)
+    /// A worker stopping: send it no more work (worker → master).
+    case stopping
+    /// A new worker connected and is ready (master → manager).
+    case workerReady(workerId: Int, generation: Int, pid: Int32)
+    /// Replace workers (master → manager).
+    case reload(taskWorkersOnly: Bool)
+    /// Stop the server (master → manager).
+    case shutdown
+}
+
+/// The wire form of ``IPCMessage``: a 4-byte big-endian length, a type byte, then fields.
+enum IPCCodec {
+    /// Frames longer than this are a protocol error: they can only come from a bug.
+    static let headerSize = 4
+
+    private enum Tag: UInt8 {
+        case hello = 1, connect, receive, close, packet, send, sendTo, closeConnection, done
+        case pipeMessage, request, response, stopping, workerReady, reload, shutdown
+    }
+
+    enum DecodeError: Error, Equatable {
+        case frameTooLong(Int)
+        case malformed(String)
+    }
+
+    /// Appends the frame for `message` to `buffer`.
+    static func encode(_ message: IPCMessage, into buffer: inout ByteBuffer) {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        switch message {
+        case let .hello(role, workerId, generation, pid, token):
+            buffer.writeInteger(Tag.hello.rawValue)
+            buffer.writeInteger(role.rawValue)
+            buffer.writeInteger(Int32(workerId))
+            buffer.writeInteger(UInt32(generation))
+            buffer.writeInteger(pid)
+            buffer.writeInteger(token)
+        case let .connect(connection, reactor, listener):
+            buffer.writeInteger(Tag.connect.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(UInt16(reactor))
+            buffer.writeInteger(UInt16(listener))
+        case let .receive(connection, reactor, data):
+            buffer.writeInteger(Tag.receive.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(UInt16(reactor))
+            buffer.writeImmutableBuffer(data)
+        case let .close(connection, reactor, byServer):
+            buffer.writeInteger(Tag.close.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(UInt16(reactor))
+            buffer.writeInteger(byServer ? UInt8(1) : 0)
+        case let .packet(listener, address, port, data):
+            buffer.writeInteger(Tag.packet.rawValue)
+            buffer.writeInteger(UInt16(listener))
+            writeAddress(address, port, into: &buffer)
+            buffer.writeImmutableBuffer(data)
+        case let .send(connection, data):
+            buffer.writeInteger(Tag.send.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeImmutableBuffer(data)
+        case let .sendTo(listener, address, port, data):
+            buffer.writeInteger(Tag.sendTo.rawValue)
+            buffer.writeInteger(UInt16(listener))
+            writeAddress(address, port, into: &buffer)
+            buffer.writeImmutableBuffer(data)
+        case let .closeConnection(connection, reset):
+            buffer.writeInteger(Tag.closeConnection.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(reset ? UInt8(1) : 0)
+        case let .done(count):
+            buffer.writeInteger(Tag.done.rawValue)
+            buffer.writeInteger(UInt32(count))
+        case let .pipeMessage(from, to, data):
+            buffer.writeInteger(Tag.pipeMessage.rawValue)
+            buffer.writeInteger(Int32(from))
+            buffer.writeInteger(Int32(to))
+            buffer.writeImmutableBuffer(data)
+        case let .request(id, query, argument):
+            buffer.writeInteger(Tag.request.rawValue)
+            buffer.writeInteger(id)
+            buffer.writeInteger(query.rawValue)
+            buffer.writeInteger(argument)
+        case let .response(id, data):
+            buffer.writeInteger(Tag.response.rawValue)
+            buffer.writeInteger(id)
+            buffer.writeImmutableBuffer(data)
+        case .stopping:
+            buffer.writeInteger(Tag.stopping.rawValue)
+        case let .workerReady(workerId, generation, pid):
+            buffer.writeInteger(Tag.workerReady.rawValue)
+            buffer.writeInteger(Int32(workerId))
+            buffer.writeInteger(UInt32(generation))
+            buffer.writeInteger(pid)
+        case let .reload(taskWorkersOnly):
+            buffer.writeInteger(Tag.reload.rawValue)
+            buffer.writeInteger(taskWorkersOnly ? UInt8(1) : 0)
+        case .shutdown:
+            buffer.writeInteger(Tag.shutdown.rawValue)
+        }
+        buffer.setInteger(UInt32(buffer.writerIndex - start - headerSize), at: start)
+    }
+
+    /// Takes one whole frame off the front of `buffer`; `nil` until one is complete.
+    static func decode(_ buffer: inout ByteBuffer, maxFrameLength: Int) throws -> IPCMessage? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard Int(length) <= maxFrameLength else { throw DecodeError.frameTooLong(Int(length)) }
+        guard buffer.readableBytes >= headerSize + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: headerSize)
+        var frame = buffer.readSlice(length: Int(length))!
+        return try decodeBody(&frame)
+    }
+
+    private static func decodeBody(_ frame: inout ByteBuffer) throws -> IPCMessage {
+        func read<T: FixedWidthInteger>(_: T.Type = T.self) throws -> T {
+            guard let value = frame.readInteger(as: T.self) else { throw DecodeError.malformed("short frame") }
+            return value
+        }
+        guard let tag = Tag(rawValue: try read(UInt8.self)) else { throw DecodeError.malformed("unknown type") }
+        switch tag {
+        case .hello:
+            guard let role = ProcessRole(rawValue: try read()) else { throw DecodeError.malformed("role") }
+            return .hello(role: role, workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)),
+                          pid: try read(), token: try read())
+        case .connect:
+            return .connect(connection: try read(), reactor: Int(try read(UInt16.self)),
+                            listener: Int(try read(UInt16.self)))
+        case .receive:
+            let connection: UInt64 = try read()
+            let reactor = Int(try read(UInt16.self))
+            return .receive(connection: connection, reactor: reactor, data: frame)
+        case .close:
+            return .close(connection: try read(), reactor: Int(try read(UInt16.self)), byServer: try read(UInt8.self) != 0)
+        case .packet:
+            let listener = Int(try read(UInt16.self))
+            let (address, port) = try readAddress(&frame)
+            return .packet(listener: listener, address: address, port: port, data: frame)
+        case .send:
+            let connection: UInt64 = try read()
+            return .send(connection: connection, data: frame)
+        case .sendTo:
+            let listener = Int(try read(UInt16.self))
+            let (address, port) = try readAddress(&frame)
+            return .sendTo(listener: listener, address: address, port: port, data: frame)
+        case .closeConnection:
+            return .closeConnection(connection: try read(), reset: try read(UInt8.self) != 0)
+        case .done:
+            return .done(count: Int(try read(UInt32.self)))
+        case .pipeMessage:
+            let from = Int(try read(Int32.self))
+            let to = Int(try read(Int32.self))
+            return .pipeMessage(from: from, to: to, data: frame)
+        case .request:
+            let id: UInt32 = try read()
+            guard let query = MasterQuery(rawValue: try read()) else { throw DecodeError.malformed("query") }
+            return .request(id: id, query: query, argument: try read())
+        case .response:
+            let id: UInt32 = try read()
+            return .response(id: id, data: frame)
+        case .stopping:
+            return .stopping
+        case .workerReady:
+            return .workerReady(workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)),
+                                pid: try read())
+        case .reload:
+            return .reload(taskWorkersOnly: try read(UInt8.self) != 0)
+        case .shutdown:
+            return .shutdown
+        }
+    }
+
+    private static func writeAddress(_ address: String, _ port: Int, into buffer: inout ByteBuffer) {
+        let bytes = Array(address.utf8.prefix(255))
+        buffer.writeInteger(UInt8(bytes.count))
+        buffer.writeBytes(bytes)
+        buffer.writeInteger(UInt16(truncatingIfNeeded: port))
+    }
+
+    private static func readAddress(_ frame: inout ByteBuffer) throws -> (String, Int) {
+        guard let count = frame.readInteger(as: UInt8.self),
+              let address = frame.readString(length: Int(count)),
+              let port = frame.readInteger(as: UInt16.self) else { throw DecodeError.malformed("address") }
+        return (address, Int(port))
+    }
+}
+
+/// NIO's side of the codec: frames in, messages out.
+struct IPCDecoder: ByteToMessageDecoder {
+    typealias InboundOut = IPCMessage
+    let maxFrameLength: Int
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let message = try IPCCodec.decode(&buffer, maxFrameLength: maxFrameLength) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(message))
+        return .continue
+    }
+}

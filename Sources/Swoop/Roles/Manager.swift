@@ -1,0 +1,209 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSwoop
+import Logging
+import NIOCore
+
+/// The manager process: the only one that creates workers. It starts every slot, reaps
+/// each child that exits and replaces it in the same slot, replaces them all on reload,
+/// and stops them on shutdown.
+///
+/// It runs on one thread with plain system calls and no event-loop library: its children's
+/// PR_SET_PDEATHSIG is tied to the thread that spawned them, so that thread must be the
+/// one that lives as long as the manager.
+final class Manager {
+    let server: Server
+    private var logger: Logger { server.logger }
+    private var settings: ServerSettings { server.settings }
+    private let context: ProcessContext
+    private var table: ProcessTable
+    private var link: CInt = -1
+    private var linkBuffer = ByteBuffer()
+    private var stopping = false
+    private var stopDeadline: NIODeadline?
+    private var killedOnDeadline = false
+
+    init(server: Server) {
+        self.server = server
+        self.context = server.context
+        self.table = ProcessTable(workerNum: server.settings.workerNum, taskWorkerNum: server.settings.taskWorkerNum)
+    }
+
+    func run() -> Never {
+        ProcessTitle.set("\(ProcessTitle.programName): manager")
+        let pump: EventPump
+        do {
+            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP])
+            link = try Syscall.connectAbstract(context.ipcAddress)
+            try sendToMaster(.hello(role: .manager, workerId: -1, generation: 0, pid: getpid(), token: context.token))
+        } catch {
+            logger.critical("the manager cannot reach the master: \(error)")
+            exit(ExitCode.cannotBoot)
+        }
+        // Task workers first, as in Swoole, so that workers can hand them work at once.
+        for slot in table.slots.indices.reversed() { spawn(slot) }
+        server.handlers.managerStart?(server)
+
+        while true {
+            let events = pump.wait(watching: link >= 0 ? [link] : [], timeoutMs: nextTimeout())
+            for signal in events.signals { handle(signal: signal) }
+            if events.readable.contains(link) { readLink() }
+            for work in events.work { work() }
+            runTimers()
+            if stopping && table.liveCount == 0 {
+                server.handlers.managerStop?(server)
+                logger.info("manager stopped")
+                exit(0)
+            }
+        }
+    }
+
+    // MARK: Events
+
+    private func handle(signal: CInt) {
+        switch signal {
+        case SIGCHLD: reap()
+        case SIGTERM, SIGINT: beginStop()
+        case SIGUSR1: reload(taskWorkersOnly: false)
+        case SIGUSR2: reload(taskWorkersOnly: true)
+        default: break
+        }
+    }
+
+    private func readLink() {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        // The link is blocking and poll said it is readable: nil (an error) counts as end of file.
+        let n = chunk.withUnsafeMutableBytes { (try? Syscall.read(link, into: $0)) ?? 0 }
+        guard n > 0 else {
+            // The master is gone; its children have no one to serve.
+            logger.error("lost the connection to the master; stopping the workers")
+            Syscall.close(link)
+            link = -1
+            beginStop(force: true)
+            return
+        }
+        linkBuffer.writeBytes(chunk[0..<n])
+        while let message = try? IPCCodec.decode(&linkBuffer, maxFrameLength: 1 << 20) {
+            switch message {
+            case let .workerReady(workerId, generation, pid):
+                workerReady(workerId, generation: generation, pid: pid)
+            case let .reload(taskWorkersOnly):
+                reload(taskWorkersOnly: taskWorkersOnly)
+            case .shutdown:
+                beginStop()
+            default:
+                logger.warning("unexpected message from the master: \(message)")
+            }
+        }
+    }
+
+    private func sendToMaster(_ message: IPCMessage) throws {
+        var frame = ByteBuffer()
+        IPCCodec.encode(message, into: &frame)
+        try frame.withUnsafeReadableBytes { try Syscall.writeAll(link, $0) }
+    }
+
+    // MARK: Spawning and reaping
+
+    private func spawn(_ slot: Int) {
+        let entry = table.slots[slot]
+        let role: ProcessRole = entry.isTaskWorker ? .taskWorker : .worker
+        let generation = table.nextGeneration(slot)
+        let environment = context.childEnvironment(role: role, workerId: slot, generation: generation,
+                                                   managerPid: getpid())
+        do {
+            let pid = try Spawner.spawn(Spawner.Command(
+                path: context.executable, arguments: ProcessTitle.originalArguments, environment: environment))
+            table.started(slot, pid: pid, generation: generation, at: .now())
+        } catch {
+            logger.error("cannot start \(role) \(slot): \(error); retrying")
+            table.scheduleRespawn(slot, at: .now() + .seconds(1))
+        }
+    }
+
+    private func reap() {
+        while let exit = Syscall.reapChild() {
+            guard let outcome = table.exited(pid: exit.pid, at: .now()) else { continue }
+            let what = table.slots[outcome.slot].isTaskWorker ? "task worker" : "worker"
+            if outcome.wasCurrent && !stopping {
+                if !exit.isClean {
+                    logger.warning("\(what) \(outcome.slot) (pid \(exit.pid)) exited abnormally: exit code \(exit.exitCode), signal \(exit.signal)")
+                    server.handlers.workerError?(server, WorkerExit(workerId: outcome.slot, pid: exit.pid,
+                                                                     exitCode: exit.exitCode, signal: exit.signal))
+                }
+                if let delay = outcome.backoff {
+                    logger.warning("\(what) \(outcome.slot) keeps failing right after start; restarting it in \(delay.nanoseconds / 1_000_000) ms")
+                    table.scheduleRespawn(outcome.slot, at: .now() + delay)
+                } else {
+                    spawn(outcome.slot)
+                }
+            } else if !exit.isClean && !(stopping && killedOnDeadline) && !outcome.killedByUs {
+                logger.warning("\(what) \(outcome.slot) (pid \(exit.pid)) exited abnormally while stopping: exit code \(exit.exitCode), signal \(exit.signal)")
+            }
+        }
+    }
+
+    private func workerReady(_ slot: Int, generation: Int, pid: Int32) {
+        // The new generation takes work now: only then is the old one asked to stop, so the
+        // slot never has nobody to serve it.
+        for old in table.markReady(slot, generation: generation) {
+            Syscall.kill(old, SIGTERM)
+        }
+    }
+
+    // MARK: Reload and stop
+
+    private func reload(taskWorkersOnly: Bool) {
+        guard !stopping else { return }
+        logger.info("reloading \(taskWorkersOnly ? "the task workers" : "all workers and task workers")")
+        for slot in table.slots.indices where !taskWorkersOnly || table.slots[slot].isTaskWorker {
+            table.retireCurrent(slot, deadline: .now() + .milliseconds(Int64(settings.maxWaitTime * 1000)) + .seconds(5))
+            spawn(slot)
+        }
+    }
+
+    private func beginStop(force: Bool = false) {
+        guard !stopping else {
+            if force { killAll() }
+            return
+        }
+        stopping = true
+        table.cancelRespawns()
+        if force {
+            killAll()
+            return
+        }
+        for pid in table.livePids { Syscall.kill(pid, SIGTERM) }
+        stopDeadline = .now() + .milliseconds(Int64(settings.maxWaitTime * 1000) + 500)
+    }
+
+    private func killAll() {
+        killedOnDeadline = true
+        for pid in table.livePids { Syscall.kill(pid, SIGKILL) }
+    }
+
+    // MARK: Timers
+
+    private func nextTimeout() -> Int32 {
+        let deadlines = [stopDeadline, table.nextDeadline].compactMap { $0 }
+        guard let next = deadlines.min() else { return -1 }
+        return Int32(max(0, min(Int64(Int32.max), (next - .now()).nanoseconds / 1_000_000)))
+    }
+
+    private func runTimers() {
+        let now = NIODeadline.now()
+        if let deadline = stopDeadline, deadline <= now {
+            stopDeadline = nil
+            if table.liveCount > 0 {
+                logger.warning("\(table.liveCount) worker(s) did not stop within maxWaitTime; killing them")
+                killAll()
+            }
+        }
+        for slot in table.dueRespawns(now: now) where !stopping { spawn(slot) }
+        for pid in table.overdueRetired(now: now) {
+            logger.warning("an old worker (pid \(pid)) did not finish within maxWaitTime; killing it")
+            Syscall.kill(pid, SIGKILL)
+        }
+    }
+}

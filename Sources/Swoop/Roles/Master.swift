@@ -1,0 +1,293 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSwoop
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The master process: it binds the listeners, starts the manager, runs the acceptor and
+/// the reactor threads, and stops everything on SIGTERM.
+///
+/// Start-up order matters. The listeners are bound and the manager is spawned before any
+/// NIO thread exists, so a bind error fails `start()` before a single process was created;
+/// the manager is spawned by fork+exec from C either way, which stays safe once threads run.
+final class Master: MasterEvents, @unchecked Sendable {
+    let server: Server
+    private var logger: Logger { server.logger }
+    private var settings: ServerSettings { server.settings }
+    private let pump: EventPump
+    private(set) var boundPorts: [Int] = []
+    private(set) var managerPid: Int32 = 0
+    private var core: MasterCore!
+    private var acceptor: Acceptor?
+    /// The IPC listener and the UDP sockets.
+    private var serverChannels: [Channel] = []
+    /// The TCP and Unix listeners, served by the acceptor.
+    private var streamListeners: [(fd: CInt, index: Int)] = []
+    private var context: ProcessContext
+
+    private enum State { case starting, running, stopping, stopped }
+    private var state = State.starting
+    private var managerExited = false
+    private var shutdownDeadline: NIODeadline?
+
+    init(server: Server) {
+        self.server = server
+        var context = server.context
+        var random = SystemRandomNumberGenerator()
+        context.token = random.next()
+        context.ipcAddress = "swoop.\(getpid()).\(String(random.next() as UInt32, radix: 16))"
+        self.context = context
+        // Signal handlers are installed before any thread starts, so no thread can take a
+        // signal by its default action.
+        do {
+            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP])
+        } catch {
+            fatalError("cannot install signal handlers: \(error)")
+        }
+    }
+
+    func run() throws {
+        // Orphans of a dead manager are re-parented to the master, which reaps them.
+        _ = cswoop_set_child_subreaper()
+        var sockets: [(fd: CInt, port: Int)] = []
+        for listener in server.listeners {
+            switch listener.type {
+            case .tcp, .udp:
+                do {
+                    sockets.append(try Syscall.bindInet(host: listener.host, port: listener.port,
+                                                        udp: listener.type == .udp, backlog: settings.backlog,
+                                                        reusePort: false))
+                } catch let error as SystemError {
+                    sockets.forEach { Syscall.close($0.fd) }
+                    throw ServerError.bindFailed(host: listener.host, port: listener.port,
+                                                 reason: String(cString: strerror(error.errno)))
+                }
+            case .unixStream:
+                let fd = try Syscall.retrying("bind", listener.host) {
+                    cswoop_listen_unix_path(listener.host, CInt(settings.backlog), 0o660)
+                }
+                sockets.append((fd, 0))
+            }
+        }
+        boundPorts = sockets.map(\.port)
+        let ipcListener = try Syscall.listenAbstract(context.ipcAddress, backlog: 1024)
+        ProcessTitle.set("\(ProcessTitle.programName): master")
+        try spawnManager()
+
+        core = MasterCore(settings: settings, listeners: server.listeners, logger: logger,
+                          token: context.token, events: self)
+        let maxFrame = settings.maxIPCFrameLength
+        let core = self.core!
+        let ipcChannel = try ServerBootstrap(group: core.reactorGroup.base)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(IPCDecoder(maxFrameLength: maxFrame)))
+                    try channel.pipeline.syncOperations.addHandler(WorkerLinkHandler(core: core))
+                }
+            }
+            .withBoundSocket(ipcListener).wait()
+        serverChannels.append(ipcChannel)
+        for (index, listener) in server.listeners.enumerated() {
+            try startListener(index: index, listener, socket: sockets[index].fd)
+        }
+        let acceptor = try Acceptor(listeners: streamListeners, logger: logger) { [unowned self] fd, index in
+            self.adopt(fd, listener: index)
+        }
+        self.acceptor = acceptor
+        acceptor.start()
+        let heartbeat = settings.effectiveHeartbeatInterval
+        if heartbeat > 0 {
+            for reactor in core.reactors { reactor.loop.execute { reactor.startHeartbeat(interval: heartbeat) } }
+        }
+        state = .running
+        logger.info("master started: \(settings.reactorNum) reactor(s), \(settings.workerNum) worker(s), \(settings.taskWorkerNum) task worker(s), ports \(boundPorts)")
+        mainLoop()
+    }
+
+    private func spawnManager() throws {
+        let environment = context.childEnvironment(role: .manager, workerId: -1, generation: 0, managerPid: 0)
+        managerPid = try Spawner.spawn(Spawner.Command(
+            path: context.executable, arguments: ProcessTitle.originalArguments, environment: environment))
+    }
+
+    private func startListener(index: Int, _ listener: ListenerConfig, socket: CInt) throws {
+        let core = self.core!
+        switch listener.type {
+        case .udp:
+            let reactor = core.reactors[index % core.reactors.count]
+            let channel = try DatagramBootstrap(group: reactor.loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(DatagramHandler(listener: index, reactor: reactor))
+                    }
+                }
+                .withBoundSocket(socket).wait()
+            core.datagramChannels.withLockedValue { $0[index] = channel }
+            serverChannels.append(channel)
+        case .tcp, .unixStream:
+            streamListeners.append((socket, index))
+        }
+    }
+
+    /// Wraps an accepted connection in a channel on the least loaded reactor.
+    private func adopt(_ fd: CInt, listener index: Int) {
+        let core = self.core!
+        let listener = server.listeners[index]
+        let framing = listener.protocol ?? settings.protocol
+        let outputLimit = settings.bufferOutputSize
+        let serverPort = boundPorts[index]
+        let reactorIndex = core.reactorGroup.leastLoaded()
+        let reactor = core.reactors[reactorIndex]
+        let sequence = core.connectionSequence.wrappingIncrementThenLoad(ordering: .relaxed)
+        let id = sequence * UInt64(core.reactors.count) + UInt64(reactorIndex)
+        let adopted = ClientBootstrap(group: reactor.loop)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: listener.type == .tcp ? 1 : 0)
+            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: outputLimit / 2, high: outputLimit))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    channel.closeFuture.whenComplete { _ in
+                        core.reactorGroup.load[reactorIndex].wrappingDecrement(ordering: .relaxed)
+                    }
+                    let pipeline = channel.pipeline.syncOperations
+                    if framing.openEOFSplit {
+                        try pipeline.addHandler(ByteToMessageHandler(
+                            EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
+                    } else if framing.openLengthCheck {
+                        try pipeline.addHandler(ByteToMessageHandler(LengthFieldFramer(
+                            lengthType: framing.packageLengthType, lengthOffset: framing.packageLengthOffset,
+                            bodyOffset: framing.packageBodyOffset, maxLength: framing.packageMaxLength)))
+                    }
+                    try pipeline.addHandler(ClientConnection(
+                        id: id, sequence: sequence, listener: index, reactor: reactor,
+                        channel: channel, serverPort: serverPort))
+                }
+            }
+            .withConnectedSocket(fd)
+        adopted.whenFailure { [logger] error in
+            logger.warning("could not take over an accepted connection: \(error)")
+        }
+    }
+
+    // MARK: The main thread
+
+    private func mainLoop() {
+        while state != .stopped {
+            var timeout: Int32 = -1
+            if let deadline = shutdownDeadline {
+                timeout = Int32(max(0, (deadline - .now()).nanoseconds / 1_000_000))
+            }
+            let events = pump.wait(timeoutMs: timeout)
+            for signal in events.signals { handle(signal: signal) }
+            for work in events.work { work() }
+            if let deadline = shutdownDeadline, deadline <= .now(), !managerExited {
+                logger.warning("the manager did not stop in time; killing it")
+                Syscall.kill(managerPid, SIGKILL)
+                shutdownDeadline = .now() + .seconds(2)
+            }
+        }
+    }
+
+    private func handle(signal: CInt) {
+        switch signal {
+        case SIGTERM, SIGINT:
+            beginShutdown(reason: signal == SIGTERM ? "SIGTERM" : "SIGINT")
+        case SIGUSR1:
+            requestReloadNow(taskWorkersOnly: false)
+        case SIGUSR2:
+            requestReloadNow(taskWorkersOnly: true)
+        case SIGCHLD:
+            reapChildren()
+        default:
+            break
+        }
+    }
+
+    private func reapChildren() {
+        while let exit = Syscall.reapChild() {
+            guard exit.pid == managerPid else { continue }
+            managerExited = true
+            if state == .stopping {
+                finishShutdown()
+            } else {
+                logger.error("the manager (pid \(exit.pid)) exited unexpectedly (exit code \(exit.exitCode), signal \(exit.signal)); shutting down")
+                beginShutdown(reason: "manager exited")
+            }
+        }
+    }
+
+    func requestReload(taskWorkersOnly: Bool) {
+        pump.post { self.requestReloadNow(taskWorkersOnly: taskWorkersOnly) }
+    }
+
+    private func requestReloadNow(taskWorkersOnly: Bool) {
+        guard state == .running else { return }
+        core.stats.reloadCount.wrappingIncrement(ordering: .relaxed)
+        logger.info("reloading \(taskWorkersOnly ? "the task workers" : "all workers")")
+        Syscall.kill(managerPid, taskWorkersOnly ? SIGUSR2 : SIGUSR1)
+    }
+
+    func requestShutdown() {
+        pump.post { self.beginShutdown(reason: "shutdown()") }
+    }
+
+    // MARK: MasterEvents
+
+    func allWorkersReady() {
+        pump.post {
+            guard self.state == .running else { return }
+            if let path = self.settings.pidFile {
+                do { try PidFile(path: path).write(getpid()) } catch { self.logger.error("cannot write the pid file: \(error)") }
+            }
+            self.server.handlers.start?(self.server)
+        }
+    }
+
+    func managerLinkLost() {
+        pump.post {
+            guard self.state == .running else { return }
+            self.logger.error("lost the connection to the manager; shutting down")
+            self.beginShutdown(reason: "manager link lost")
+        }
+    }
+
+    func reload(taskWorkersOnly: Bool) { requestReload(taskWorkersOnly: taskWorkersOnly) }
+    func shutdown() { requestShutdown() }
+
+    // MARK: Stopping
+
+    /// Stops accepting, asks the manager to stop the workers (they finish what they hold,
+    /// within maxWaitTime) and waits for it; clients keep receiving replies meanwhile.
+    private func beginShutdown(reason: String) {
+        guard state == .running || state == .starting else { return }
+        state = .stopping
+        logger.info("shutting down (\(reason))")
+        acceptor?.stop()
+        if managerExited {
+            finishShutdown()
+            return
+        }
+        Syscall.kill(managerPid, SIGTERM)
+        shutdownDeadline = .now() + .milliseconds(Int64((2 * settings.maxWaitTime + 1) * 1000))
+    }
+
+    private func finishShutdown() {
+        shutdownDeadline = nil
+        for reactor in core.reactors {
+            try? reactor.loop.submit {
+                reactor.stopHeartbeat()
+                reactor.closeAll()
+            }.wait()
+        }
+        // Children of a dead manager were re-parented to us: reap what is left.
+        while Syscall.reapChild() != nil {}
+        for channel in serverChannels { channel.close(promise: nil) }
+        try? core.reactorGroup.base.syncShutdownGracefully()
+        server.handlers.shutdown?(server)
+        if let path = settings.pidFile { PidFile(path: path).remove(ifHolding: getpid()) }
+        logger.info("server stopped")
+        state = .stopped
+    }
+}

@@ -1,0 +1,222 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// The master's counters, updated by every reactor without a lock.
+final class MasterStats: Sendable {
+    let startTime = Int(Date().timeIntervalSince1970)
+    let connectionCount = ManagedAtomic(0)
+    let acceptCount = ManagedAtomic(0)
+    let closeCount = ManagedAtomic(0)
+    let abortCount = ManagedAtomic(0)
+    let requestCount = ManagedAtomic(0)
+    let totalRecvBytes = ManagedAtomic(0)
+    let totalSendBytes = ManagedAtomic(0)
+    let reloadCount = ManagedAtomic(0)
+}
+
+/// What the master's threads share: settings, reactors, the table of workers and the link
+/// to the manager. The worker table changes rarely (a worker starts, stops or dies) and is
+/// then published to every reactor, which keeps its own copy for the per-packet path.
+final class MasterCore: @unchecked Sendable {
+    let settings: ServerSettings
+    let listeners: [ListenerConfig]
+    let logger: Logger
+    let token: UInt64
+    let stats = MasterStats()
+    let reactorGroup: ReactorGroup
+    private(set) var reactors: [Reactor] = []
+    /// Bytes a reactor may hold for slots without a worker.
+    let maxWaitingBytes = 64 * 1024 * 1024
+    /// Numbers the connections; the id is `sequence * reactorNum + reactor`.
+    let connectionSequence = ManagedAtomic<UInt64>(0)
+    /// UDP listeners by listener index, set once they are bound.
+    let datagramChannels = NIOLockedValueBox<[Int: Channel]>([:])
+
+    private let lock = NIOLock()
+    private var current: [WorkerEndpoint?]
+    private var everReady: Set<Int> = []
+    private var managerChannel: Channel?
+    /// Called on the main thread's pump.
+    let events: MasterEvents
+
+    init(settings: ServerSettings, listeners: [ListenerConfig], logger: Logger, token: UInt64, events: MasterEvents) {
+        self.settings = settings
+        self.listeners = listeners
+        self.logger = logger
+        self.token = token
+        self.events = events
+        self.reactorGroup = ReactorGroup(threads: settings.reactorNum)
+        current = Array(repeating: nil, count: settings.workerNum + settings.taskWorkerNum)
+        reactors = reactorGroup.loops.enumerated().map { Reactor(id: $0.offset, loop: $0.element, core: self) }
+    }
+
+    func reactor(of connection: UInt64) -> Reactor {
+        reactors[Int(connection % UInt64(reactors.count))]
+    }
+
+    func idleTimeout(listener: Int) -> Double {
+        let own = listeners[listener].protocol?.heartbeatIdleTime ?? settings.protocol.heartbeatIdleTime
+        if own > 0 { return own }
+        let interval = settings.effectiveHeartbeatInterval
+        return interval > 0 ? 2 * interval : 0
+    }
+
+    // MARK: Workers
+
+    /// A worker said hello: it becomes its slot's current generation unless a newer one
+    /// already is.
+    func register(_ endpoint: WorkerEndpoint) {
+        let (isNew, allReady) = lock.withLock { () -> (Bool, Bool) in
+            guard endpoint.workerId >= 0, endpoint.workerId < current.count else { return (false, false) }
+            if let existing = current[endpoint.workerId], existing.generation > endpoint.generation {
+                return (false, false)
+            }
+            current[endpoint.workerId] = endpoint
+            let first = everReady.count < current.count
+            everReady.insert(endpoint.workerId)
+            return (true, first && everReady.count == current.count)
+        }
+        guard isNew else {
+            logger.warning("worker \(endpoint.workerId) generation \(endpoint.generation) is older than the current one; ignored")
+            return
+        }
+        logger.debug("worker \(endpoint.workerId) generation \(endpoint.generation) pid \(endpoint.pid) is ready")
+        publish()
+        sendToManager(.workerReady(workerId: endpoint.workerId, generation: endpoint.generation, pid: endpoint.pid))
+        if allReady { events.allWorkersReady() }
+    }
+
+    /// A worker's connection closed (it exited or crashed).
+    func unregister(_ endpoint: WorkerEndpoint) {
+        let changed = lock.withLock { () -> Bool in
+            guard current[endpoint.workerId] === endpoint else { return false }
+            current[endpoint.workerId] = nil
+            return true
+        }
+        if changed { publish() }
+    }
+
+    /// A worker is stopping: no more work for it. The returned future completes once every
+    /// reactor has stopped dispatching to it, so the acknowledgement the worker gets is the
+    /// last frame it will receive.
+    func retire(_ endpoint: WorkerEndpoint) -> EventLoopFuture<Void> {
+        let changed = lock.withLock { () -> Bool in
+            guard current[endpoint.workerId] === endpoint else { return false }
+            current[endpoint.workerId] = nil
+            return true
+        }
+        return changed ? publish(on: endpoint.channel.eventLoop) : endpoint.channel.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func endpoint(_ workerId: Int) -> WorkerEndpoint? {
+        lock.withLock { workerId >= 0 && workerId < current.count ? current[workerId] : nil }
+    }
+
+    @discardableResult
+    private func publish(on loop: EventLoop? = nil) -> EventLoopFuture<Void> {
+        let table = lock.withLock { Array(current[0..<settings.workerNum]) }
+        let futures = reactors.map { reactor in reactor.loop.submit { reactor.publish(table) } }
+        return EventLoopFuture.andAllComplete(futures, on: loop ?? reactors[0].loop)
+    }
+
+    func relayPipeMessage(from: Int, to: Int, data: ByteBuffer) {
+        guard let target = endpoint(to) else {
+            logger.warning("pipe message from worker \(from) to worker \(to) dropped: worker \(to) is not running")
+            return
+        }
+        target.send(.pipeMessage(from: from, to: to, data: data))
+    }
+
+    func sendDatagram(listener: Int, address: String, port: Int, data: ByteBuffer) {
+        guard let channel = datagramChannels.withLockedValue({ $0[listener] }) else {
+            logger.warning("sendto on listener \(listener), which is not a UDP listener")
+            return
+        }
+        do {
+            let remote = try SocketAddress(ipAddress: address, port: port)
+            stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: data), promise: nil)
+        } catch {
+            logger.warning("sendto \(address):\(port): \(error)")
+        }
+    }
+
+    // MARK: Manager
+
+    func managerLinked(_ channel: Channel) {
+        lock.withLock { managerChannel = channel }
+    }
+
+    func managerLinkLost() {
+        lock.withLock { managerChannel = nil }
+        events.managerLinkLost()
+    }
+
+    func sendToManager(_ message: IPCMessage) {
+        guard let channel = lock.withLock({ managerChannel }) else { return }
+        var frame = channel.allocator.buffer(capacity: 32)
+        IPCCodec.encode(message, into: &frame)
+        channel.writeAndFlush(frame, promise: nil)
+    }
+
+    // MARK: Queries
+
+    /// Answers a worker's question, as JSON (empty: no answer, such as a closed connection).
+    func answer(_ query: MasterQuery, _ argument: UInt64) -> EventLoopFuture<ByteBuffer> {
+        func json<T: Encodable>(_ value: T?) -> ByteBuffer {
+            guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
+            return ByteBuffer(bytes: data)
+        }
+        let loop = reactors[0].loop
+        switch query {
+        case .stats:
+            return loop.makeSucceededFuture(json(statsSnapshot()))
+        case .exists:
+            let reactor = reactor(of: argument)
+            return reactor.loop.submit { json(reactor.connections[argument] != nil) }
+        case .clientInfo:
+            let reactor = reactor(of: argument)
+            return reactor.loop.submit { json(reactor.connections[argument]?.info()) }
+        case .connections:
+            let lists = reactors.map { reactor in reactor.loop.submit { Array(reactor.connections.keys) } }
+            return EventLoopFuture.whenAllSucceed(lists, on: loop).map { json($0.flatMap { $0 }.sorted()) }
+        case .reload, .reloadTaskWorkers:
+            events.reload(taskWorkersOnly: query == .reloadTaskWorkers)
+            return loop.makeSucceededFuture(ByteBuffer())
+        case .shutdown:
+            events.shutdown()
+            return loop.makeSucceededFuture(ByteBuffer())
+        }
+    }
+
+    func statsSnapshot() -> ServerStats {
+        ServerStats(
+            start_time: stats.startTime,
+            connection_num: stats.connectionCount.load(ordering: .relaxed),
+            accept_count: stats.acceptCount.load(ordering: .relaxed),
+            close_count: stats.closeCount.load(ordering: .relaxed),
+            abort_count: stats.abortCount.load(ordering: .relaxed),
+            request_count: stats.requestCount.load(ordering: .relaxed),
+            dispatch_count: stats.requestCount.load(ordering: .relaxed),
+            total_recv_bytes: stats.totalRecvBytes.load(ordering: .relaxed),
+            total_send_bytes: stats.totalSendBytes.load(ordering: .relaxed),
+            worker_num: settings.workerNum,
+            task_worker_num: settings.taskWorkerNum,
+            reload_count: stats.reloadCount.load(ordering: .relaxed))
+    }
+}
+
+/// What the master's threads ask of its main thread.
+protocol MasterEvents: AnyObject, Sendable {
+    func allWorkersReady()
+    func managerLinkLost()
+    func reload(taskWorkersOnly: Bool)
+    func shutdown()
+}

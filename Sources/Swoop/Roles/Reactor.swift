@@ -1,0 +1,327 @@
+import Atomics
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The master's reactor threads and how many connections each holds, so that the
+/// acceptor can hand each new connection to the least loaded one.
+final class ReactorGroup: Sendable {
+    let base: MultiThreadedEventLoopGroup
+    let loops: [EventLoop]
+    /// Open connections per reactor; counted up on hand-over, down on close.
+    let load: [ManagedAtomic<Int>]
+
+    init(threads: Int) {
+        base = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        loops = base.makeIterator().map { $0 }
+        load = loops.map { _ in ManagedAtomic(0) }
+    }
+
+    /// The index of the reactor with the fewest connections, now counted as holding one more.
+    func leastLoaded() -> Int {
+        var best = 0
+        var bestLoad = Int.max
+        for i in loops.indices {
+            let value = load[i].load(ordering: .relaxed)
+            if value < bestLoad { best = i; bestLoad = value }
+        }
+        load[best].wrappingIncrement(ordering: .relaxed)
+        return best
+    }
+}
+
+/// One reactor thread's state: its connections, its copy of the worker table and the
+/// packets waiting for a worker that is being replaced. Touched only on its own loop, so
+/// the per-packet path takes no lock.
+final class Reactor: @unchecked Sendable {
+    let id: Int
+    let loop: EventLoop
+    unowned let core: MasterCore
+    private(set) var connections: [UInt64: ClientConnection] = [:]
+    /// The current endpoint of each event worker slot, as last published by the registry.
+    private var workers: [WorkerEndpoint?]
+    /// Frames for slots that have no worker right now (it crashed and is being respawned).
+    private var waiting: [[(UInt64, ByteBuffer)]]
+    private var waitingBytes = 0
+    private var roundRobin = 0
+    private var heartbeat: RepeatedTask?
+
+    init(id: Int, loop: EventLoop, core: MasterCore) {
+        self.id = id
+        self.loop = loop
+        self.core = core
+        workers = Array(repeating: nil, count: core.settings.workerNum)
+        waiting = Array(repeating: [], count: core.settings.workerNum)
+    }
+
+    // MARK: Connections
+
+    func add(_ connection: ClientConnection) {
+        connections[connection.id] = connection
+        core.stats.connectionCount.wrappingIncrement(ordering: .relaxed)
+        core.stats.acceptCount.wrappingIncrement(ordering: .relaxed)
+        send(.connect(connection: connection.id, reactor: id, listener: connection.listener),
+             toSlot: connection.stickySlot, connection: connection.id)
+    }
+
+    func remove(_ connection: ClientConnection) {
+        guard connections.removeValue(forKey: connection.id) != nil else { return }
+        core.stats.connectionCount.wrappingDecrement(ordering: .relaxed)
+        core.stats.closeCount.wrappingIncrement(ordering: .relaxed)
+        send(.close(connection: connection.id, reactor: id, byServer: connection.closedByServer),
+             toSlot: connection.stickySlot, connection: connection.id)
+    }
+
+    /// Writes a worker's reply to its client; a closed connection drops it.
+    func deliver(_ connection: UInt64, _ data: ByteBuffer) {
+        guard let client = connections[connection] else { return }
+        core.stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
+        client.channel.writeAndFlush(data, promise: nil)
+    }
+
+    func close(_ connection: UInt64, reset: Bool, reason: String? = nil) {
+        guard let client = connections[connection] else { return }
+        client.closedByServer = true
+        if let reason { core.logger.info("closing connection \(connection): \(reason)") }
+        if reset {
+            // SO_LINGER 0 makes close() send a RST and drop what is unsent.
+            let provider = client.channel as? SocketOptionProvider
+            (provider?.setSoLinger(linger(l_onoff: 1, l_linger: 0)) ?? loop.makeSucceededVoidFuture())
+                .whenComplete { _ in client.channel.close(promise: nil) }
+        } else {
+            client.channel.close(promise: nil)
+        }
+    }
+
+    // MARK: Dispatch
+
+    /// Hands a client's packet to a worker chosen by the dispatch mode.
+    func dispatch(_ connection: ClientConnection, _ data: ByteBuffer) {
+        core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
+        core.stats.totalRecvBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
+        let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
+                              sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: data)
+        send(.receive(connection: connection.id, reactor: id, data: data), toSlot: slot,
+             connection: connection.id, isRequest: true)
+    }
+
+    /// Hands a UDP datagram to a worker: the ip-hash modes by the client's address, the
+    /// others in turn.
+    func dispatchPacket(listener: Int, address: String, port: Int, data: ByteBuffer) {
+        core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
+        let n = workers.count
+        let slot: Int
+        switch core.settings.dispatchMode.kind {
+        case .fixed, .ipHash: slot = ClientConnection.hash(address) % n
+        default: slot = chooseSlot(connection: 0, remoteIP: address, sticky: 0, ipSlot: ClientConnection.hash(address) % n, data: data)
+        }
+        send(.packet(listener: listener, address: address, port: port, data: data), toSlot: slot,
+             connection: 0, isRequest: true)
+    }
+
+    private func chooseSlot(connection: UInt64, remoteIP: String, sticky: Int, ipSlot: Int, data: ByteBuffer) -> Int {
+        let n = workers.count
+        switch core.settings.dispatchMode.kind {
+        case .fixed:
+            return sticky
+        case .ipHash:
+            return ipSlot
+        case .roundRobin:
+            roundRobin = (roundRobin + 1) % n
+            return roundRobin
+        case .preemptive:
+            // The idle worker first: the one with the fewest requests in hand, scanning from
+            // a rotating start so that equally idle workers share the load.
+            roundRobin = (roundRobin + 1) % n
+            var best = roundRobin
+            var bestLoad = Int.max
+            for step in 0..<n {
+                let slot = (roundRobin + step) % n
+                guard let endpoint = workers[slot] else { continue }
+                let load = endpoint.inFlight.load(ordering: .relaxed)
+                if load < bestLoad { best = slot; bestLoad = load }
+                if load == 0 { break }
+            }
+            return best
+        case .custom(let choose):
+            let head = data.getSlice(at: data.readerIndex, length: min(data.readableBytes, 8192)) ?? data
+            let chosen = choose(DispatchContext(connection: ConnectionID(connection), remoteAddress: remoteIP, data: head))
+            return ((chosen % n) + n) % n
+        }
+    }
+
+    private func send(_ message: IPCMessage, toSlot slot: Int, connection: UInt64, isRequest: Bool = false) {
+        var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
+        IPCCodec.encode(message, into: &frame)
+        if let endpoint = workers[slot] {
+            if isRequest { endpoint.inFlight.wrappingIncrement(ordering: .relaxed) }
+            endpoint.write(frame)
+            return
+        }
+        // No worker in this slot right now: hold the frame until its replacement arrives,
+        // within a bound, so a crash loop cannot grow the master without limit.
+        if waitingBytes + frame.readableBytes > core.maxWaitingBytes {
+            core.logger.warning("no worker in slot \(slot) and the waiting queue is full; dropping a packet of connection \(connection)")
+            if connection != 0 { close(connection, reset: false) }
+            return
+        }
+        waitingBytes += frame.readableBytes
+        waiting[slot].append((isRequest ? 1 : 0, frame))
+    }
+
+    /// Takes a new table of event workers from the registry and flushes what waited for them.
+    func publish(_ table: [WorkerEndpoint?]) {
+        workers = table
+        for slot in waiting.indices where !waiting[slot].isEmpty {
+            guard let endpoint = workers[slot] else { continue }
+            for (isRequest, frame) in waiting[slot] {
+                if isRequest == 1 { endpoint.inFlight.wrappingIncrement(ordering: .relaxed) }
+                waitingBytes -= frame.readableBytes
+                endpoint.write(frame)
+            }
+            waiting[slot].removeAll()
+        }
+    }
+
+    // MARK: Heartbeat
+
+    /// Scans this reactor's connections every `interval` seconds and closes those idle
+    /// (nothing received) for longer than their listener's idle time.
+    func startHeartbeat(interval: Double) {
+        let delay = TimeAmount.milliseconds(Int64(interval * 1000))
+        heartbeat = loop.scheduleRepeatedTask(initialDelay: delay, delay: delay) { [unowned self] _ in
+            let now = NIODeadline.now()
+            for connection in self.connections.values {
+                let idle = self.core.idleTimeout(listener: connection.listener)
+                guard idle > 0 else { continue }
+                if now - connection.lastReceive > TimeAmount.milliseconds(Int64(idle * 1000)) {
+                    self.close(connection.id, reset: false, reason: "idle for more than \(idle) s (heartbeat)")
+                }
+            }
+        }
+    }
+
+    func stopHeartbeat() { heartbeat?.cancel() }
+
+    func closeAll() {
+        for connection in connections.values { connection.channel.close(promise: nil) }
+    }
+}
+
+extension IPCMessage {
+    /// The bytes a message carries besides its header, to size its buffer once.
+    var payloadSize: Int {
+        switch self {
+        case .receive(_, _, let data), .packet(_, _, _, let data): return data.readableBytes + 64
+        default: return 0
+        }
+    }
+}
+
+/// A client connection in the master: the pipeline's last handler, owned by one reactor.
+final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+
+    let id: UInt64
+    let listener: Int
+    let reactor: Reactor
+    let channel: Channel
+    let remoteIP: String
+    let remotePort: Int
+    let serverPort: Int
+    let connectTime = Date().timeIntervalSince1970
+    var lastReceive = NIODeadline.now()
+    var lastReceiveWall = Date().timeIntervalSince1970
+    var closedByServer = false
+    /// The worker of this connection's connect/close events and of its packets in mode 2.
+    let stickySlot: Int
+    /// The worker of its packets in mode 4.
+    let ipSlot: Int
+
+    init(id: UInt64, sequence: UInt64, listener: Int, reactor: Reactor, channel: Channel, serverPort: Int) {
+        self.id = id
+        self.listener = listener
+        self.reactor = reactor
+        self.channel = channel
+        self.remoteIP = channel.remoteAddress?.ipAddress ?? "unix"
+        self.remotePort = channel.remoteAddress?.port ?? 0
+        self.serverPort = serverPort
+        let n = reactor.core.settings.workerNum
+        stickySlot = Int(sequence % UInt64(n))
+        ipSlot = Self.hash(remoteIP) % n
+    }
+
+    /// A stable hash of an address (Swift's `hashValue` is seeded per process, and the
+    /// workers' choice must not change when the master restarts).
+    static func hash(_ text: String) -> Int {
+        var h: UInt32 = 2_166_136_261
+        for byte in text.utf8 { h = (h ^ UInt32(byte)) &* 16_777_619 }
+        return Int(h & 0x7fff_ffff)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        reactor.add(self)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastReceive = .now()
+        lastReceiveWall = Date().timeIntervalSince1970
+        reactor.dispatch(self, unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        reactor.remove(self)
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The write buffer's high-water mark is bufferOutputSize: a client that stops
+        // reading is closed rather than allowed to grow the master's memory.
+        if !context.channel.isWritable {
+            reactor.close(id, reset: true, reason: "output buffer exceeded bufferOutputSize (the client does not read)")
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let framing = error as? FramingError {
+            reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else if let io = error as? IOError, [ECONNRESET, EPIPE].contains(io.errnoCode) {
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else {
+            reactor.core.logger.info("connection \(id): \(error); closing it")
+        }
+        closedByServer = true
+        context.close(promise: nil)
+    }
+
+    func info() -> ClientInfo {
+        ClientInfo(remoteIP: remoteIP, remotePort: remotePort, reactorId: reactor.id, serverPort: serverPort,
+                   connectTime: connectTime, lastReceiveTime: lastReceiveWall)
+    }
+}
+
+/// A UDP listener in the master: each datagram goes to a worker with its sender's address.
+final class DatagramHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let listener: Int
+    let reactor: Reactor
+
+    init(listener: Int, reactor: Reactor) {
+        self.listener = listener
+        self.reactor = reactor
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        reactor.core.stats.totalRecvBytes.wrappingIncrement(by: envelope.data.readableBytes, ordering: .relaxed)
+        reactor.dispatchPacket(listener: listener, address: envelope.remoteAddress.ipAddress ?? "",
+                               port: envelope.remoteAddress.port ?? 0, data: envelope.data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        reactor.core.logger.warning("UDP listener \(listener): \(error)")
+    }
+}

@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Atomics
+import CSwoop
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// One generation of one worker slot, as the master sees it: its IPC channel and the
+/// requests it holds.
+final class WorkerEndpoint: @unchecked Sendable {
+    let role: ProcessRole
+    let workerId: Int
+    let generation: Int
+    let pid: Int32
+    let channel: Channel
+    /// Requests dispatched to it and not yet reported done.
+    let inFlight = ManagedAtomic(0)
+
+    init(role: ProcessRole, workerId: Int, generation: Int, pid: Int32, channel: Channel) {
+        self.role = role
+        self.workerId = workerId
+        self.generation = generation
+        self.pid = pid
+        self.channel = channel
+    }
+
+    func write(_ frame: ByteBuffer) {
+        channel.writeAndFlush(frame, promise: nil)
+    }
+
+    func send(_ message: IPCMessage) {
+        var frame = channel.allocator.buffer(capacity: 32 + message.payloadSize)
+        IPCCodec.encode(message, into: &frame)
+        write(frame)
+    }
+}
+
+/// The master's end of one IPC connection: a worker's, a task worker's or the manager's.
+/// Its first message must be a hello with the server's token.
+final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = IPCMessage
+
+    unowned let core: MasterCore
+    private var endpoint: WorkerEndpoint?
+    private var isManager = false
+
+    init(core: MasterCore) { self.core = core }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let message = unwrapInboundIn(data)
+        if let endpoint {
+            route(message, from: endpoint, context: context)
+            return
+        }
+        if isManager {
+            core.logger.warning("unexpected message from the manager: \(message)")
+            return
+        }
+        // The token is random per server run and travels only in the children's environment,
+        // which other users cannot read (/proc/<pid>/environ is private): a process that
+        // knows it was started by this master.
+        guard case let .hello(role, workerId, generation, pid, token) = message, token == core.token else {
+            core.logger.error("rejected an IPC connection that did not identify itself")
+            context.close(promise: nil)
+            return
+        }
+        if role == .manager {
+            isManager = true
+            core.managerLinked(context.channel)
+            return
+        }
+        let endpoint = WorkerEndpoint(role: role, workerId: workerId, generation: generation, pid: pid,
+                                      channel: context.channel)
+        self.endpoint = endpoint
+        core.register(endpoint)
+    }
+
+    private func route(_ message: IPCMessage, from endpoint: WorkerEndpoint, context: ChannelHandlerContext) {
+        switch message {
+        case let .send(connection, data):
+            core.reactor(of: connection).onLoop { $0.deliver(connection, data) }
+        case let .closeConnection(connection, reset):
+            core.reactor(of: connection).onLoop { $0.close(connection, reset: reset) }
+        case let .sendTo(listener, address, port, data):
+            core.sendDatagram(listener: listener, address: address, port: port, data: data)
+        case let .done(count):
+            endpoint.inFlight.wrappingDecrement(by: count, ordering: .relaxed)
+        case let .pipeMessage(from, to, data):
+            core.relayPipeMessage(from: from, to: to, data: data)
+        case let .request(id, query, argument):
+            core.answer(query, argument).whenSuccess { answer in
+                guard id != 0 else { return }
+                endpoint.send(.response(id: id, data: answer))
+            }
+        case .stopping:
+            core.retire(endpoint).whenComplete { _ in endpoint.send(.stopping) }
+        default:
+            core.logger.warning("unexpected message from worker \(endpoint.workerId): \(message)")
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let endpoint { core.unregister(endpoint) }
+        if isManager { core.managerLinkLost() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        core.logger.error("IPC connection of worker \(endpoint?.workerId ?? -1): \(error); closing it")
+        context.close(promise: nil)
+    }
+}
+
+extension Reactor {
+    /// Runs `body` on this reactor's loop: at once when already there, else as a task.
+    @inline(__always)
+    func onLoop(_ body: @escaping @Sendable (Reactor) -> Void) {
+        if loop.inEventLoop { body(self) } else { loop.execute { body(self) } }
+    }
+}

@@ -1,0 +1,119 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CSwoop
+
+/// The one place where Swoop calls the kernel: EINTR is retried, would-block is a value,
+/// and every other failure is thrown as a ``SystemError`` that carries errno.
+enum Syscall {
+    /// Runs `body` until it stops failing with EINTR; errno is read right after the call.
+    @inline(__always)
+    static func retrying<T: FixedWidthInteger>(_ call: String, _ context: @autoclosure () -> String = "",
+                                               _ body: () -> T) throws -> T {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            throw SystemError(call: call, errno: code, context: context())
+        }
+    }
+
+    /// Closes a descriptor. EINTR is not retried: on Linux the descriptor is released
+    /// even then, and a retry could close one that another thread just opened
+    /// (https://lwn.net/Articles/576478/).
+    static func close(_ fd: CInt) {
+        _ = Glibc.close(fd)
+    }
+
+    /// Reads what is there; `nil` means it would block, 0 means end of file.
+    static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return nil }
+            throw SystemError(call: "read", errno: code, context: "fd \(fd)")
+        }
+    }
+
+    /// Writes all of `bytes` to a blocking descriptor.
+    static func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = try retrying("write", "fd \(fd)") {
+                Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            }
+            offset += n
+        }
+    }
+
+    /// Sends a signal; `false` when the process no longer exists.
+    @discardableResult
+    static func kill(_ pid: pid_t, _ signal: CInt) -> Bool {
+        Glibc.kill(pid, signal) == 0
+    }
+
+    /// A child that changed state, decoded with the real wait-status macros.
+    struct ChildExit: Sendable, Equatable {
+        var pid: pid_t
+        /// The exit code, when the child exited.
+        var exitCode: Int32
+        /// The signal that ended it, or 0.
+        var signal: Int32
+        var isClean: Bool { exitCode == 0 && signal == 0 }
+    }
+
+    /// Reaps one exited child without blocking; `nil` when none is waiting.
+    static func reapChild() -> ChildExit? {
+        var status: CInt = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid > 0 {
+                if cswoop_wifsignaled(status) != 0 {
+                    return ChildExit(pid: pid, exitCode: 0, signal: cswoop_wtermsig(status))
+                }
+                return ChildExit(pid: pid, exitCode: cswoop_wexitstatus(status), signal: 0)
+            }
+            if pid < 0 && errno == EINTR { continue }
+            return nil
+        }
+    }
+
+    /// Waits for readability of `fds` up to `timeoutMs` (-1: forever); returns the readable ones.
+    static func poll(_ fds: [CInt], timeoutMs: Int32) throws -> [CInt] {
+        var pollfds = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        let n = Glibc.poll(&pollfds, nfds_t(pollfds.count), timeoutMs)
+        if n < 0 {
+            if errno == EINTR { return [] }
+            throw SystemError(call: "poll", errno: errno)
+        }
+        return pollfds.filter { $0.revents != 0 }.map(\.fd)
+    }
+
+    /// Binds a TCP listener or a UDP socket and reports the port it got.
+    static func bindInet(host: String, port: Int, udp: Bool, backlog: Int, reusePort: Bool) throws -> (fd: CInt, port: Int) {
+        var bound: CInt = 0
+        let fd = cswoop_bind_inet(host, CInt(port), udp ? 1 : 0, CInt(backlog), reusePort ? 1 : 0, &bound)
+        if fd < 0 {
+            throw SystemError(call: "bind", errno: errno, context: "\(udp ? "udp" : "tcp") \(host):\(port)")
+        }
+        return (fd, Int(bound))
+    }
+
+    static func listenAbstract(_ name: String, backlog: Int) throws -> CInt {
+        try retrying("bind", "@\(name)") { cswoop_listen_abstract(name, CInt(backlog)) }
+    }
+
+    static func connectAbstract(_ name: String) throws -> CInt {
+        try retrying("connect", "@\(name)") { cswoop_connect_abstract(name) }
+    }
+
+    static func setNonBlocking(_ fd: CInt) throws {
+        let flags = try retrying("fcntl", "fd \(fd)") { fcntl(fd, F_GETFL) }
+        _ = try retrying("fcntl", "fd \(fd)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+}

@@ -1,0 +1,138 @@
+// swoop-demo: the example server, and the process tree the integration tests drive.
+//
+// Every Swoop process runs this file: the master, the manager and each worker parse the
+// same arguments and build the same server; `start()` then takes each into its role.
+import ArgumentParser
+import Foundation
+import Swoop
+
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swoop-demo",
+        abstract: "A line-protocol server on Swoop's process model.")
+
+    @Option(help: "The address to listen on.") var host = "127.0.0.1"
+    @Option(help: "The TCP port (0: any free port).") var port = 9501
+    @Option(name: .customLong("udp-port"), help: "Also serve UDP on this port (0: any free port).") var udpPort: Int?
+    @Option(name: .customLong("reactor-num"), help: "Reactor threads in the master.") var reactorNum: Int?
+    @Option(name: .customLong("worker-num"), help: "Worker processes.") var workerNum: Int?
+    @Option(name: .customLong("task-worker-num"), help: "Task worker processes.") var taskWorkerNum = 0
+    @Option(name: .customLong("dispatch-mode"), help: "1 round robin, 2 fixed, 3 preemptive, 4 ip hash.") var dispatchMode = 2
+    @Option(name: .customLong("max-request"), help: "Recycle a worker after N requests (0: never).") var maxRequest = 0
+    @Option(name: .customLong("heartbeat-check-interval"), help: "Seconds between idle scans.") var heartbeatCheckInterval: Double = 0
+    @Option(name: .customLong("heartbeat-idle-time"), help: "Close connections idle this many seconds.") var heartbeatIdleTime: Double = 0
+    @Option(name: .customLong("log-file"), help: "Append log lines here.") var logFile: String?
+    @Option(name: .customLong("pid-file"), help: "Write the master's pid here.") var pidFile: String?
+
+    func run() throws {
+        var settings = ServerSettings()
+        if let reactorNum { settings.reactorNum = reactorNum }
+        if let workerNum { settings.workerNum = workerNum }
+        settings.taskWorkerNum = taskWorkerNum
+        guard let mode = DispatchMode(swooleMode: dispatchMode) else {
+            throw ValidationError("--dispatch-mode must be 1, 2, 3 or 4")
+        }
+        settings.dispatchMode = mode
+        settings.maxRequest = maxRequest
+        settings.heartbeatCheckInterval = heartbeatCheckInterval
+        settings.protocol.heartbeatIdleTime = heartbeatIdleTime
+        settings.protocol.openEOFSplit = true
+        settings.protocol.packageEOF = Array("\n".utf8)
+        settings.logFile = logFile
+        settings.pidFile = pidFile
+
+        let server = Server(host: host, port: port, settings: settings)
+        if let udpPort { server.addListener(host: host, port: udpPort, type: .udp) }
+        let hasUDP = udpPort != nil
+
+        server.onStart { server in
+            server.logger.info("onStart master=\(server.masterPid)")
+            let ports = server.ports
+            let line = "swoop-demo ready master=\(server.masterPid) manager=\(server.managerPid) port=\(ports[0]) udp-port=\(hasUDP ? ports[1] : 0) http-port=0\n"
+            FileHandle.standardOutput.write(Data(line.utf8))
+        }
+        server.onShutdown { server in server.logger.info("onShutdown") }
+        server.onManagerStart { server in server.logger.info("onManagerStart manager=\(server.workerPid)") }
+        server.onManagerStop { server in server.logger.info("onManagerStop") }
+        server.onWorkerError { server, id, pid, exitCode, signal in
+            server.logger.info("onWorkerError id=\(id) pid=\(pid) exit_code=\(exitCode) signal=\(signal)")
+        }
+        server.onWorkerStart { server, id in server.logger.info("onWorkerStart id=\(id) pid=\(server.workerPid)") }
+        server.onWorkerStop { server, id in server.logger.info("onWorkerStop id=\(id) pid=\(server.workerPid)") }
+        server.onReceive { server, connection, reactorId, data in
+            try await LineCommands.handle(server, connection, reactorId, data)
+        }
+        server.onPipeMessage { server, from, message in
+            // "relay <connection> <text>" from another worker: answer its client from here.
+            let text = String(buffer: message)
+            let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[0] == "relay", let id = UInt64(parts[1]) else { return }
+            try server.send(ConnectionID(id), "relayed from=\(from) by=\(server.workerId) \(parts[2])\n")
+        }
+        server.onPacket { server, data, client in
+            let command = String(buffer: data).trimmingCharacters(in: .whitespacesAndNewlines)
+            let reply: String
+            switch command {
+            case "ping": reply = "pong"
+            case "whoami": reply = "worker=\(server.workerId) pid=\(server.workerPid)"
+            default: reply = "error unknown command"
+            }
+            try server.sendto(client, ByteBuffer(string: reply + "\n"))
+        }
+        try server.start()
+    }
+}
+
+/// The TCP line protocol.
+enum LineCommands {
+    static func handle(_ server: Server, _ connection: ConnectionID, _ reactorId: Int, _ data: ByteBuffer) async throws {
+        var line = String(buffer: data)
+        if line.hasSuffix("\n") { line.removeLast() }
+        if line.hasSuffix("\r") { line.removeLast() }
+        let (command, argument) = split(line)
+        switch command {
+        case "ping":
+            try server.send(connection, "pong\n")
+        case "echo":
+            try server.send(connection, argument + "\n")
+        case "whoami":
+            try server.send(connection, "worker=\(server.workerId) pid=\(server.workerPid) conn=\(connection) reactor=\(reactorId)\n")
+        case "sleep":
+            guard let ms = Int(argument), ms >= 0 else {
+                try server.send(connection, "error sleep takes milliseconds\n")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(ms))
+            try server.send(connection, "slept \(ms)\n")
+        case "relay":
+            let (target, text) = split(argument)
+            guard let worker = Int(target) else {
+                try server.send(connection, "error relay takes a worker id\n")
+                return
+            }
+            do {
+                try server.sendMessage(ByteBuffer(string: "relay \(connection) \(text)"), toWorker: worker)
+            } catch {
+                try server.send(connection, "error \(error)\n")
+            }
+        case "stats":
+            let stats = try await server.stats()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            try server.send(connection, String(decoding: try encoder.encode(stats), as: UTF8.self) + "\n")
+        case "crash":
+            abort()
+        case "close":
+            try server.close(connection)
+        default:
+            try server.send(connection, "error unknown command\n")
+        }
+    }
+
+    private static func split(_ text: String) -> (String, String) {
+        guard let space = text.firstIndex(of: " ") else { return (text, "") }
+        return (String(text[..<space]), String(text[text.index(after: space)...]))
+    }
+}
+
+Demo.main()
