@@ -1,0 +1,90 @@
+import NIOCore
+import XCTest
+@testable import Swoop
+
+final class IPCCodecTests: XCTestCase {
+    private let samples: [IPCMessage] = [
+        .hello(role: .worker, workerId: 3, generation: 7, pid: 4242, token: 0xDEAD_BEEF_0123_4567),
+        .hello(role: .manager, workerId: -1, generation: 0, pid: 1, token: 0),
+        .connect(connection: 1 << 40, reactor: 3, listener: 2),
+        .receive(connection: 99, reactor: 1, data: ByteBuffer(string: "ping\n")),
+        .receive(connection: 100, reactor: 0, data: ByteBuffer()),
+        .close(connection: 5, reactor: 1, byServer: true),
+        .packet(listener: 1, address: "127.0.0.1", port: 65535, data: ByteBuffer(string: "whoami")),
+        .packet(listener: 0, address: "::1", port: 1, data: ByteBuffer(bytes: [0, 255, 10])),
+        .send(connection: 7, data: ByteBuffer(string: "pong\n")),
+        .sendTo(listener: 1, address: "10.1.2.3", port: 53, data: ByteBuffer(string: "x")),
+        .closeConnection(connection: 8, reset: true),
+        .done(count: 12),
+        .pipeMessage(from: 0, to: 5, data: ByteBuffer(string: "relay 1 hi")),
+        .request(id: 77, query: .clientInfo, argument: 123),
+        .response(id: 77, data: ByteBuffer(string: "{}")),
+        .stopping,
+        .workerReady(workerId: 2, generation: 9, pid: 31337),
+        .reload(taskWorkersOnly: true),
+        .shutdown,
+    ]
+
+    func testEveryMessageRoundTrips() throws {
+        for message in samples {
+            var buffer = ByteBuffer()
+            IPCCodec.encode(message, into: &buffer)
+            let decoded = try IPCCodec.decode(&buffer, maxFrameLength: 1 << 20)
+            XCTAssertEqual(decoded, message)
+            XCTAssertEqual(buffer.readableBytes, 0, "\(message) left bytes behind")
+        }
+    }
+
+    func testFramesSplitAtEveryByteDecodeInOrder() throws {
+        var stream = ByteBuffer()
+        for message in samples { IPCCodec.encode(message, into: &stream) }
+        let bytes = Array(stream.readableBytesView)
+        var buffer = ByteBuffer()
+        var decoded: [IPCMessage] = []
+        for byte in bytes {
+            buffer.writeInteger(byte)
+            while let message = try IPCCodec.decode(&buffer, maxFrameLength: 1 << 20) {
+                decoded.append(message)
+            }
+        }
+        XCTAssertEqual(decoded, samples)
+    }
+
+    func testLargePayloadTravelsWhole() throws {
+        let payload = ByteBuffer(repeating: 0xAB, count: 3 * 1024 * 1024)
+        var buffer = ByteBuffer()
+        IPCCodec.encode(.send(connection: 1, data: payload), into: &buffer)
+        let decoded = try IPCCodec.decode(&buffer, maxFrameLength: 4 * 1024 * 1024)
+        XCTAssertEqual(decoded, .send(connection: 1, data: payload))
+    }
+
+    func testOversizedFrameIsRejectedBeforeItIsBuffered() {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt32(10 * 1024 * 1024))
+        buffer.writeInteger(UInt8(6))
+        XCTAssertThrowsError(try IPCCodec.decode(&buffer, maxFrameLength: 1024)) { error in
+            XCTAssertEqual(error as? IPCCodec.DecodeError, .frameTooLong(10 * 1024 * 1024))
+        }
+    }
+
+    func testGarbageIsAnErrorNotACrash() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let length = Int.random(in: 0...64, using: &generator)
+            var buffer = ByteBuffer()
+            buffer.writeInteger(UInt32(length))
+            buffer.writeBytes((0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            // Must either decode something or throw; it must never trap.
+            _ = try? IPCCodec.decode(&buffer, maxFrameLength: 1024)
+        }
+        var unknown = ByteBuffer()
+        unknown.writeInteger(UInt32(1))
+        unknown.writeInteger(UInt8(250))
+        XCTAssertThrowsError(try IPCCodec.decode(&unknown, maxFrameLength: 1024))
+        var short = ByteBuffer()
+        short.writeInteger(UInt32(3))
+        short.writeInteger(UInt8(3))
+        short.writeInteger(UInt16(1))
+        XCTAssertThrowsError(try IPCCodec.decode(&short, maxFrameLength: 1024))
+    }
+}
