@@ -34,13 +34,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "swoop-fixture",
+            dependencies: [
+                "Swoop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(
             name: "SwoopTests",
             dependencies: ["Swoop", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SwoopIntegrationTests",
-            dependencies: ["CSwoop", "swoop-demo"]
+            dependencies: ["swoop-demo", "swoop-fixture"]
         ),
     ],
     swiftLanguageModes: [.v6]

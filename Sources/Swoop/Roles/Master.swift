@@ -275,16 +275,12 @@ final class Master: MasterEvents, @unchecked Sendable {
 
     private func finishShutdown() {
         shutdownDeadline = nil
-        for reactor in core.reactors {
-            try? reactor.loop.submit {
-                reactor.stopHeartbeat()
-                reactor.closeAll()
-            }.wait()
-        }
-        // Children of a dead manager were re-parented to us: reap what is left.
-        while Syscall.reapChild() != nil {}
-        for channel in serverChannels { channel.close(promise: nil) }
+        for channel in serverChannels { try? channel.close().wait() }
+        core.closeEverything()
         try? core.reactorGroup.base.syncShutdownGracefully()
+        // Workers of a manager that died were re-parented to the master (a subreaper): they
+        // die with their parent (PR_SET_PDEATHSIG), and the master reaps them.
+        Syscall.reapAllChildren(within: .seconds(2))
         server.handlers.shutdown?(server)
         if let path = settings.pidFile { PidFile(path: path).remove(ifHolding: getpid()) }
         logger.info("server stopped")

@@ -40,6 +40,11 @@ final class MasterCore: @unchecked Sendable {
     let datagramChannels = NIOLockedValueBox<[Int: Channel]>([:])
 
     private let lock = NIOLock()
+    /// Set when the master stops: no more work is scheduled on the reactors, so that their
+    /// loops can be shut down without leaving a promise behind.
+    let closing = ManagedAtomic(false)
+    /// Every open IPC connection (workers of all generations and the manager).
+    private var links: [ObjectIdentifier: Channel] = [:]
     private var current: [WorkerEndpoint?]
     private var everReady: Set<Int> = []
     private var managerChannel: Channel?
@@ -121,6 +126,7 @@ final class MasterCore: @unchecked Sendable {
 
     @discardableResult
     private func publish(on loop: EventLoop? = nil) -> EventLoopFuture<Void> {
+        if closing.load(ordering: .relaxed) { return (loop ?? reactors[0].loop).makeSucceededVoidFuture() }
         let table = lock.withLock { Array(current[0..<settings.workerNum]) }
         let futures = reactors.map { reactor in reactor.loop.submit { reactor.publish(table) } }
         return EventLoopFuture.andAllComplete(futures, on: loop ?? reactors[0].loop)
@@ -148,6 +154,36 @@ final class MasterCore: @unchecked Sendable {
         }
     }
 
+    func linkOpened(_ channel: Channel) {
+        lock.withLock { links[ObjectIdentifier(channel)] = channel }
+    }
+
+    func linkClosed(_ channel: Channel) {
+        lock.withLock { _ = links.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    /// Closes every IPC connection and every client connection, and waits until they are
+    /// closed, so that the reactor loops hold no more work.
+    func closeEverything() {
+        closing.store(true, ordering: .relaxed)
+        // Two rounds through every loop let the tasks and callbacks already queued finish.
+        for _ in 0..<2 {
+            for reactor in reactors { try? reactor.loop.submit {}.wait() }
+        }
+        for reactor in reactors {
+            try? reactor.loop.submit {
+                reactor.stopHeartbeat()
+                reactor.closeAll()
+            }.wait()
+        }
+        let open = lock.withLock { Array(links.values) }
+        for channel in open {
+            channel.close(promise: nil)
+            try? channel.closeFuture.wait()
+        }
+        for reactor in reactors { try? reactor.loop.submit {}.wait() }
+    }
+
     // MARK: Manager
 
     func managerLinked(_ channel: Channel) {
@@ -170,7 +206,7 @@ final class MasterCore: @unchecked Sendable {
 
     /// Answers a worker's question, as JSON (empty: no answer, such as a closed connection).
     func answer(_ query: MasterQuery, _ argument: UInt64) -> EventLoopFuture<ByteBuffer> {
-        func json<T: Encodable>(_ value: T?) -> ByteBuffer {
+        @Sendable func json<T: Encodable>(_ value: T?) -> ByteBuffer {
             guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
             return ByteBuffer(bytes: data)
         }

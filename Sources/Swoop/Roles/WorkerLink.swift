@@ -102,7 +102,13 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        core.linkOpened(context.channel)
+        context.fireChannelActive()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        core.linkClosed(context.channel)
         if let endpoint { core.unregister(endpoint) }
         if isManager { core.managerLinkLost() }
         context.fireChannelInactive()

@@ -83,6 +83,21 @@ enum Syscall {
         }
     }
 
+    /// Reaps children until none is left, waiting up to `limit` for those still running.
+    static func reapAllChildren(within limit: Duration) {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        var status: CInt = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid > 0 { continue }
+            if pid < 0 && errno == EINTR { continue }
+            if pid < 0 { return }  // ECHILD: none left
+            if clock.now >= deadline { return }
+            usleep(10_000)
+        }
+    }
+
     /// Waits for readability of `fds` up to `timeoutMs` (-1: forever); returns the readable ones.
     static func poll(_ fds: [CInt], timeoutMs: Int32) throws -> [CInt] {
         var pollfds = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }

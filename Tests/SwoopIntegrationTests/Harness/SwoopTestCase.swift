@@ -14,7 +14,8 @@ class SwoopTestCase: XCTestCase {
     func startServer(_ args: [String] = [], timeout: TimeInterval = 20) throws -> DemoServer {
         let server = try DemoServer.start(args: args, timeout: timeout)
         addTeardownBlock { [self] in
-            if let run = self.testRun, !run.hasSucceeded {
+            // Not `hasSucceeded`: corelibs XCTest reports false for a run not stopped yet.
+            if let run = self.testRun, run.totalFailureCount > 0 {
                 server.keepFilesAfterKill()
                 print(server.diagnostics())
             }

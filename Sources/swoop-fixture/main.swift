@@ -1,0 +1,88 @@
+// swoop-fixture: a server for the integration tests of API paths that swoop-demo's fixed
+// contract does not reach — length framing, a throwing handler, clientInfo and friends,
+// custom dispatch, a Unix-socket listener. Not an example; see swoop-demo for that.
+import ArgumentParser
+import Foundation
+import Swoop
+
+struct Fixture: ParsableCommand {
+    @Option var port = 0
+    @Option(name: .customLong("worker-num")) var workerNum = 2
+    /// eof, length or raw.
+    @Option var framing = "length"
+    @Option(name: .customLong("unix-path")) var unixPath: String?
+    @Option(name: .customLong("package-max-length")) var packageMaxLength = 2 * 1024 * 1024
+    @Option(name: .customLong("buffer-output-size")) var bufferOutputSize = 2 * 1024 * 1024
+    /// Route every packet to the worker named by its first byte (a digit).
+    @Flag(name: .customLong("custom-dispatch")) var customDispatch = false
+    @Option(name: .customLong("log-file")) var logFile: String?
+
+    func run() throws {
+        var settings = ServerSettings()
+        settings.workerNum = workerNum
+        settings.reactorNum = min(2, workerNum)
+        settings.logFile = logFile
+        settings.bufferOutputSize = bufferOutputSize
+        settings.protocol.packageMaxLength = packageMaxLength
+        switch framing {
+        case "length":
+            settings.protocol.openLengthCheck = true
+            settings.protocol.packageLengthType = .uint32BE
+            settings.protocol.packageLengthOffset = 0
+            settings.protocol.packageBodyOffset = 4
+        case "eof":
+            settings.protocol.openEOFSplit = true
+            settings.protocol.packageEOF = Array("\r\n".utf8)
+        default:
+            break
+        }
+        if customDispatch {
+            settings.dispatchMode = .custom { context in
+                Int(context.data.getInteger(at: context.data.readerIndex + 4, as: UInt8.self) ?? 48) - 48
+            }
+        }
+        let server = Server(host: "127.0.0.1", port: port, settings: settings)
+        if let unixPath { server.addListener(host: unixPath, port: 0, type: .unixStream) }
+        let lengthFraming = framing == "length"
+
+        server.onStart { server in
+            FileHandle.standardOutput.write(Data("swoop-fixture ready master=\(server.masterPid) manager=\(server.managerPid) port=\(server.ports[0])\n".utf8))
+        }
+        server.onReceive { server, connection, _, data in
+            var body = data
+            if lengthFraming { body.moveReaderIndex(forwardBy: 4) }
+            let text = String(buffer: body)
+            func reply(_ payload: ByteBuffer) throws {
+                if lengthFraming {
+                    var framed = ByteBuffer()
+                    framed.writeInteger(UInt32(payload.readableBytes))
+                    framed.writeImmutableBuffer(payload)
+                    try server.send(connection, framed)
+                } else {
+                    try server.send(connection, payload)
+                }
+            }
+            switch text {
+            case "throw":
+                struct Deliberate: Error {}
+                throw Deliberate()
+            case "info":
+                let info = try await server.clientInfo(connection)
+                let exists = try await server.exists(connection)
+                let gone = try await server.exists(ConnectionID(1 << 60))
+                let all = try await server.connections()
+                let line = "exists=\(exists) gone=\(gone) connections=\(all.count) remote=\(info?.remoteIP ?? "-") reactor=\(info?.reactorId ?? -1) server_port=\(info?.serverPort ?? -1)"
+                try reply(ByteBuffer(string: line))
+            case "whoami":
+                try reply(ByteBuffer(string: "worker=\(server.workerId)"))
+            case let other where other.hasPrefix("big "):
+                try reply(ByteBuffer(repeating: UInt8(ascii: "x"), count: Int(other.dropFirst(4)) ?? 0))
+            default:
+                try reply(body)
+            }
+        }
+        try server.start()
+    }
+}
+
+Fixture.main()
