@@ -11,9 +11,7 @@ final class DispatchModeTests: SwoopTestCase {
         var answers: [WhoAmI] = []
         for _ in 0..<8 { answers.append(try whoami(client)) }
         let ids = answers.map(\.worker)
-        for i in 1..<ids.count {
-            XCTAssertNotEqual(ids[i], ids[i - 1], "successive packets must alternate workers: \(ids)")
-        }
+        XCTAssertTrue(zip(ids, ids.dropFirst()).allSatisfy { $0 != $1 }, "successive packets must alternate workers: \(ids)")
         XCTAssertEqual(Set(ids), [0, 1], "\(ids)")
         XCTAssertEqual(Set(answers.compactMap(\.conn)).count, 1, "one connection, one connection id: \(answers)")
     }

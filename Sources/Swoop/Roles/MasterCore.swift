@@ -206,23 +206,19 @@ final class MasterCore: @unchecked Sendable {
 
     /// Answers a worker's question, as JSON (empty: no answer, such as a closed connection).
     func answer(_ query: MasterQuery, _ argument: UInt64) -> EventLoopFuture<ByteBuffer> {
-        @Sendable func json<T: Encodable>(_ value: T?) -> ByteBuffer {
-            guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
-            return ByteBuffer(bytes: data)
-        }
         let loop = reactors[0].loop
         switch query {
         case .stats:
-            return loop.makeSucceededFuture(json(statsSnapshot()))
+            return loop.makeSucceededFuture(MasterCore.json(statsSnapshot()))
         case .exists:
             let reactor = reactor(of: argument)
-            return reactor.loop.submit { json(reactor.connections[argument] != nil) }
+            return reactor.loop.submit { MasterCore.json(reactor.connections[argument] != nil) }
         case .clientInfo:
             let reactor = reactor(of: argument)
-            return reactor.loop.submit { json(reactor.connections[argument]?.info()) }
+            return reactor.loop.submit { MasterCore.json(reactor.connections[argument]?.info()) }
         case .connections:
             let lists = reactors.map { reactor in reactor.loop.submit { Array(reactor.connections.keys) } }
-            return EventLoopFuture.whenAllSucceed(lists, on: loop).map { json($0.flatMap { $0 }.sorted()) }
+            return EventLoopFuture.whenAllSucceed(lists, on: loop).map { MasterCore.json($0.flatMap { $0 }.sorted()) }
         case .reload, .reloadTaskWorkers:
             events.reload(taskWorkersOnly: query == .reloadTaskWorkers)
             return loop.makeSucceededFuture(ByteBuffer())
@@ -230,6 +226,11 @@ final class MasterCore: @unchecked Sendable {
             events.shutdown()
             return loop.makeSucceededFuture(ByteBuffer())
         }
+    }
+
+    private static func json<T: Encodable & Sendable>(_ value: T?) -> ByteBuffer {
+        guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
+        return ByteBuffer(bytes: data)
     }
 
     func statsSnapshot() -> ServerStats {
