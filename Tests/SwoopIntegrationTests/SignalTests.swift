@@ -18,7 +18,7 @@ final class SignalTests: SwoopTestCase {
 
     /// Stop with `sig`: the master exits with status 0 within 10 s, no process of the
     /// tree is left, open connections are closed, and the log shows onWorkerStop for each
-    /// worker, then onManagerStop, then onShutdown as the last lifecycle event.
+    /// worker and task worker, then onManagerStop, then onShutdown as the last lifecycle event.
     private func checkGracefulStop(signal sig: Int32, file: StaticString = #filePath, line: UInt = #line) throws {
         let server = try startServer(["--worker-num", "2", "--task-worker-num", "1"])
         let client = try connect(server)
@@ -43,7 +43,7 @@ final class SignalTests: SwoopTestCase {
         let shutdown = events.lastIndex { $0.name == "onShutdown" }
         XCTAssertNotNil(managerStop, "no onManagerStop in log:\n\(log)", file: file, line: line)
         XCTAssertNotNil(shutdown, "no onShutdown in log:\n\(log)", file: file, line: line)
-        for id in 0..<2 {
+        for id in 0..<3 {
             let pid = try XCTUnwrap(workers[id], file: file, line: line)
             let stop = events.firstIndex { $0.name == "onWorkerStop" && $0.int("id") == id && $0.int("pid") == Int(pid) }
             XCTAssertNotNil(stop, "no onWorkerStop id=\(id) pid=\(pid) in log:\n\(log)", file: file, line: line)
@@ -88,7 +88,7 @@ final class SignalTests: SwoopTestCase {
         XCTAssertEqual(server.workerPids()[meAfter.worker], meAfter.pid)
         XCTAssertFalse(oldPids.contains(meAfter.pid), "served by an old worker after the reload")
 
-        for id in 0..<2 {
+        for id in 0..<3 {
             _ = try waitForLogEvent(server, "onWorkerStop", ["id": id, "pid": Int(before[id]!)], timeout: 5)
         }
         for (id, pid) in server.workerPids() {
@@ -107,7 +107,7 @@ final class SignalTests: SwoopTestCase {
         try server.signal(SIGUSR2)
         try eventually("task workers 2 and 3 replaced by new pids", timeout: 15) {
             let now = server.workerProcesses()
-            let tasks = now.filter { $0.role == .taskWorker(id: $0.workerId!) }
+            let tasks = now.filter { if case .taskWorker = $0.role { return true } else { return false } }
             return tasks.map { $0.workerId! } == [2, 3] && tasks.allSatisfy { $0.pid != before[$0.workerId!] }
         }
         // Nothing observable announces "the reload is over"; watch the workers for a
@@ -120,5 +120,11 @@ final class SignalTests: SwoopTestCase {
         assertMasterAndManagerUnchanged(server)
         assertWorkerSet(server, workers: 2, taskWorkers: 2)
         XCTAssertEqual(try client.request("ping"), "pong")
+        for id in 2..<4 {
+            _ = try waitForLogEvent(server, "onWorkerStop", ["id": id, "pid": Int(before[id]!)], timeout: 5)
+        }
+        for id in 0..<2 {
+            XCTAssertNil(logEvent(server, "onWorkerStop", ["id": id]), "worker \(id) must not have stopped")
+        }
     }
 }

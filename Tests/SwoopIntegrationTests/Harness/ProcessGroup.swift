@@ -151,6 +151,17 @@ final class ProcessGroupGuard: @unchecked Sendable {
         }
     }
 
+    /// Whether the process group id `leader` is still certainly ours: true while the leader
+    /// is unreaped or a recorded process still lives in the group (a process group id
+    /// cannot be recycled while it has a member). Otherwise pgrp-based actions are skipped.
+    private func groupIsOurs() -> Bool {
+        if exitStatus == nil { return true }
+        return recorded.contains { entry in
+            guard let info = ProcFS.info(entry.pid, withTitle: false) else { return false }
+            return !info.isZombie && info.startTime == entry.startTime && info.pgrp == leader
+        }
+    }
+
     /// Live (non-zombie) processes of the tree: recorded ones that are still the same
     /// process, plus anything still in the process group.
     func survivors() -> [ProcInfo] {
@@ -160,8 +171,10 @@ final class ProcessGroupGuard: @unchecked Sendable {
                 result[info.pid] = info
             }
         }
-        for info in ProcFS.snapshot() where info.pgrp == leader && !info.isZombie {
-            result[info.pid] = ProcFS.info(info.pid) ?? info
+        if groupIsOurs() {
+            for info in ProcFS.snapshot() where info.pgrp == leader && !info.isZombie {
+                result[info.pid] = ProcFS.info(info.pid) ?? info
+            }
         }
         return result.values.sorted { $0.pid < $1.pid }
     }
@@ -177,12 +190,15 @@ final class ProcessGroupGuard: @unchecked Sendable {
         if exitStatus == nil { record(ProcFS.tree(root: leader)) }
         // Two rounds: a manager that is being killed might still fork a replacement.
         for _ in 0..<2 {
-            kill(-leader, SIGKILL)
+            let ours = groupIsOurs()
+            if ours { kill(-leader, SIGKILL) }
             for entry in recorded where !(entry.pid == leader && exitStatus != nil) {
                 if ProcFS.isAlive(entry.pid, startTime: entry.startTime) { kill(entry.pid, SIGKILL) }
             }
-            for info in ProcFS.snapshot() where info.pgrp == leader && !info.isZombie {
-                kill(info.pid, SIGKILL)
+            if ours {
+                for info in ProcFS.snapshot() where info.pgrp == leader && !info.isZombie {
+                    kill(info.pid, SIGKILL)
+                }
             }
             if waitForExit(timeout: 5) != nil && survivors().isEmpty { break }
         }
