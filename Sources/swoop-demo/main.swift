@@ -5,6 +5,7 @@
 import ArgumentParser
 import Foundation
 import Swoop
+import Synchronization
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -69,6 +70,24 @@ struct Demo: ParsableCommand {
             guard parts.count == 3, parts[0] == "relay", let id = UInt64(parts[1]) else { return }
             try server.send(ConnectionID(id), "relayed from=\(from) by=\(server.workerId) \(parts[2])\n")
         }
+        // Task workers: "task TEXT" and "taskwait TEXT" hand TEXT to one, which answers with
+        // it uppercased. A TEXT of the form "sleep MS" makes the task take MS milliseconds.
+        server.onTask(DemoJob.self) { server, job, _ in
+            let words = job.text.split(separator: " ")
+            if words.count == 2, words[0] == "sleep", let ms = Int(words[1]) {
+                try await Task.sleep(for: .milliseconds(ms))
+            }
+            return DemoResult(by: server.workerId, pid: server.workerPid, text: job.text.uppercased())
+        }
+        server.onFinish { server, taskId, result in
+            guard let connection = LineCommands.taskConnections.withLock({ $0.removeValue(forKey: taskId) }) else { return }
+            do {
+                let done = try result.decode(DemoResult.self)
+                try server.send(connection, "task-done by=\(done.by) pid=\(done.pid) \(done.text)\n")
+            } catch {
+                try server.send(connection, "error \(error)\n")
+            }
+        }
         server.onPacket { server, data, client in
             let command = String(buffer: data).trimmingCharacters(in: .whitespacesAndNewlines)
             let reply: String
@@ -83,8 +102,15 @@ struct Demo: ParsableCommand {
     }
 }
 
+/// What the demo's task workers are given, and what they answer.
+struct DemoJob: Codable, Sendable { var text: String }
+struct DemoResult: Codable, Sendable { var by: Int; var pid: Int32; var text: String }
+
 /// The TCP line protocol.
 enum LineCommands {
+    /// Which connection each `task` answers, in this worker.
+    static let taskConnections = Mutex<[TaskID: ConnectionID]>([:])
+
     static func handle(_ server: Server, _ connection: ConnectionID, _ reactorId: Int, _ data: ByteBuffer) async throws {
         var line = String(buffer: data)
         if line.hasSuffix("\n") { line.removeLast() }
@@ -120,6 +146,23 @@ enum LineCommands {
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
             try server.send(connection, String(decoding: try encoder.encode(stats), as: UTF8.self) + "\n")
+        case "task":
+            do {
+                // The connection is remembered before the task can end, so onFinish finds it.
+                try LineCommands.taskConnections.withLock { pending in
+                    let id = try server.task(DemoJob(text: argument))
+                    pending[id] = connection
+                }
+            } catch {
+                try server.send(connection, "error \(error)\n")
+            }
+        case "taskwait":
+            do {
+                let done = try await server.taskwait(DemoJob(text: argument), as: DemoResult.self, timeout: .seconds(10))
+                try server.send(connection, "taskwait-done by=\(done.by) pid=\(done.pid) \(done.text)\n")
+            } catch {
+                try server.send(connection, "error \(error)\n")
+            }
         case "crash":
             abort()
         case "close":

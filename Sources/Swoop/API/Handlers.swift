@@ -31,6 +31,8 @@ struct Handlers: Sendable {
     var close: Callback<ConnectEvent>?
     var packet: Callback<PacketEvent>?
     var pipeMessage: Callback<PipeMessageEvent>?
+    var task: (@Sendable (ServerTask) async throws -> ByteBuffer?)?
+    var finish: Callback<FinishEvent>?
 }
 
 /// How a worker or task worker ended, as `onWorkerError` reports it.

@@ -106,8 +106,16 @@ public struct ServerSettings: Sendable {
     public var taskWorkerNum: Int = 0
     /// How packets are spread over workers (default ``DispatchMode/fixed``).
     public var dispatchMode: DispatchMode = .fixed
-    /// Recycle a worker after this many requests; 0: never.
+    /// Recycle a worker after about this many requests (plus a random grace of up to half,
+    /// so that workers do not all restart at once); 0: never.
     public var maxRequest: Int = 0
+    /// Recycle a task worker after this many tasks; 0: never.
+    public var taskMaxRequest: Int = 0
+    /// Tasks one task worker runs at once (1: one after another, as in Swoole).
+    public var taskWorkerConcurrency: Int = 1
+    /// The most tasks one worker may have waiting or running; `task()` beyond it throws
+    /// ``TaskError/queueFull(limit:)`` at once, so memory stays bounded under any load.
+    public var taskQueueLimit: Int = 1024
     /// How long a stopping worker may take to finish what it holds, in seconds (3, as in Swoole).
     public var maxWaitTime: Double = 3
     /// Seconds between two heartbeat scans; 0 with a `heartbeatIdleTime` means idle/2.
@@ -141,6 +149,9 @@ public struct ServerSettings: Sendable {
         if reactorNum < 1 { throw fail("reactorNum", "must be at least 1, got \(reactorNum)") }
         if taskWorkerNum < 0 { throw fail("taskWorkerNum", "must not be negative, got \(taskWorkerNum)") }
         if maxRequest < 0 { throw fail("maxRequest", "must not be negative, got \(maxRequest)") }
+        if taskMaxRequest < 0 { throw fail("taskMaxRequest", "must not be negative, got \(taskMaxRequest)") }
+        if taskWorkerConcurrency < 1 { throw fail("taskWorkerConcurrency", "must be at least 1, got \(taskWorkerConcurrency)") }
+        if taskQueueLimit < 1 { throw fail("taskQueueLimit", "must be at least 1, got \(taskQueueLimit)") }
         if !(maxWaitTime > 0) { throw fail("maxWaitTime", "must be positive, got \(maxWaitTime)") }
         if heartbeatCheckInterval < 0 { throw fail("heartbeatCheckInterval", "must not be negative") }
         if bufferOutputSize < 1 { throw fail("bufferOutputSize", "must be positive") }

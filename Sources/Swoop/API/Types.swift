@@ -62,6 +62,10 @@ public struct ServerStats: Sendable, Codable, Equatable {
     public var worker_num: Int
     public var task_worker_num: Int
     public var reload_count: Int
+    /// Tasks a task worker is running.
+    public var tasking_num: Int
+    /// Tasks waiting for a free task worker.
+    public var task_queue_num: Int
 }
 
 /// Errors of the server's API; each says what to do.

@@ -59,6 +59,24 @@ enum IPCMessage: Sendable, Equatable {
     case reload(taskWorkersOnly: Bool)
     /// Stop the server (master → manager).
     case shutdown
+    /// A task for a task worker (worker → master → task worker); `target` -1: any.
+    case task(id: UInt64, source: Int, target: Int, data: ByteBuffer)
+    /// A task's outcome (task worker → master → the worker that asked, or master → worker
+    /// when the task worker died).
+    case taskResult(id: UInt64, source: Int, status: TaskStatus, data: ByteBuffer)
+    /// This worker has served its quota: start its successor (worker → master → manager).
+    case recycle(workerId: Int, generation: Int)
+}
+
+/// How a task ended, on the wire.
+enum TaskStatus: UInt8, Sendable {
+    case ok = 0
+    /// The handler threw; the data is its description.
+    case failed = 1
+    /// The task worker died while it held the task.
+    case workerDied = 2
+    /// The server is stopping and the task was never run.
+    case shutdown = 3
 }
 
 /// The wire form of ``IPCMessage``: a 4-byte big-endian length, a type byte, then fields.
@@ -69,6 +87,7 @@ enum IPCCodec {
     private enum Tag: UInt8 {
         case hello = 1, connect, receive, close, packet, send, sendTo, closeConnection, done
         case pipeMessage, request, response, stopping, workerReady, reload, shutdown
+        case task, taskResult, recycle
     }
 
     enum DecodeError: Error, Equatable {
@@ -150,6 +169,22 @@ enum IPCCodec {
             buffer.writeInteger(taskWorkersOnly ? UInt8(1) : 0)
         case .shutdown:
             buffer.writeInteger(Tag.shutdown.rawValue)
+        case let .task(id, source, target, data):
+            buffer.writeInteger(Tag.task.rawValue)
+            buffer.writeInteger(id)
+            buffer.writeInteger(Int32(source))
+            buffer.writeInteger(Int32(target))
+            buffer.writeImmutableBuffer(data)
+        case let .taskResult(id, source, status, data):
+            buffer.writeInteger(Tag.taskResult.rawValue)
+            buffer.writeInteger(id)
+            buffer.writeInteger(Int32(source))
+            buffer.writeInteger(status.rawValue)
+            buffer.writeImmutableBuffer(data)
+        case let .recycle(workerId, generation):
+            buffer.writeInteger(Tag.recycle.rawValue)
+            buffer.writeInteger(Int32(workerId))
+            buffer.writeInteger(UInt32(generation))
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start - headerSize), at: start)
     }
@@ -219,6 +254,18 @@ enum IPCCodec {
             return .reload(taskWorkersOnly: try read(UInt8.self) != 0)
         case .shutdown:
             return .shutdown
+        case .task:
+            let id: UInt64 = try read()
+            let source = Int(try read(Int32.self))
+            let target = Int(try read(Int32.self))
+            return .task(id: id, source: source, target: target, data: frame)
+        case .taskResult:
+            let id: UInt64 = try read()
+            let source = Int(try read(Int32.self))
+            guard let status = TaskStatus(rawValue: try read()) else { throw DecodeError.malformed("task status") }
+            return .taskResult(id: id, source: source, status: status, data: frame)
+        case .recycle:
+            return .recycle(workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)))
         }
     }
 

@@ -92,6 +92,8 @@ final class Manager {
                 reload(taskWorkersOnly: taskWorkersOnly)
             case .shutdown:
                 beginStop()
+            case let .recycle(workerId, generation):
+                recycle(workerId, generation: generation)
             default:
                 logger.warning("unexpected message from the master: \(message)")
             }
@@ -161,6 +163,14 @@ final class Manager {
             table.retireCurrent(slot, deadline: .now() + .milliseconds(Int64(settings.maxWaitTime * 1000)) + .seconds(5))
             spawn(slot)
         }
+    }
+
+    /// A worker reached maxRequest (or taskMaxRequest): start its successor; it stops once
+    /// the successor is ready, exactly as in a reload.
+    private func recycle(_ slot: Int, generation: Int) {
+        guard !stopping, table.slots.indices.contains(slot), table.slots[slot].generation == generation else { return }
+        table.retireCurrent(slot, deadline: .now() + .milliseconds(Int64(settings.maxWaitTime * 1000)) + .seconds(5))
+        spawn(slot)
     }
 
     private func beginStop(force: Bool = false) {

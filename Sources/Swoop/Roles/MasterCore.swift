@@ -30,6 +30,7 @@ final class MasterCore: @unchecked Sendable {
     let logger: Logger
     let token: UInt64
     let stats = MasterStats()
+    let tasks: TaskScheduler
     let reactorGroup: ReactorGroup
     private(set) var reactors: [Reactor] = []
     /// Bytes a reactor may hold for slots without a worker.
@@ -58,6 +59,7 @@ final class MasterCore: @unchecked Sendable {
         self.token = token
         self.events = events
         self.reactorGroup = ReactorGroup(threads: settings.reactorNum)
+        self.tasks = TaskScheduler(logger: logger, concurrency: settings.taskWorkerConcurrency)
         current = Array(repeating: nil, count: settings.workerNum + settings.taskWorkerNum)
         reactors = reactorGroup.loops.enumerated().map { Reactor(id: $0.offset, loop: $0.element, core: self) }
     }
@@ -93,13 +95,14 @@ final class MasterCore: @unchecked Sendable {
             return
         }
         logger.debug("worker \(endpoint.workerId) generation \(endpoint.generation) pid \(endpoint.pid) is ready")
-        publish()
+        if endpoint.role == .taskWorker { tasks.register(endpoint) } else { publish() }
         sendToManager(.workerReady(workerId: endpoint.workerId, generation: endpoint.generation, pid: endpoint.pid))
         if allReady { events.allWorkersReady() }
     }
 
     /// A worker's connection closed (it exited or crashed).
     func unregister(_ endpoint: WorkerEndpoint) {
+        if endpoint.role == .taskWorker { tasks.remove(endpoint) }
         let changed = lock.withLock { () -> Bool in
             guard current[endpoint.workerId] === endpoint else { return false }
             current[endpoint.workerId] = nil
@@ -112,12 +115,13 @@ final class MasterCore: @unchecked Sendable {
     /// reactor has stopped dispatching to it, so the acknowledgement the worker gets is the
     /// last frame it will receive.
     func retire(_ endpoint: WorkerEndpoint) -> EventLoopFuture<Void> {
+        if endpoint.role == .taskWorker { tasks.retire(endpoint) }
         let changed = lock.withLock { () -> Bool in
             guard current[endpoint.workerId] === endpoint else { return false }
             current[endpoint.workerId] = nil
             return true
         }
-        return changed ? publish(on: endpoint.channel.eventLoop) : endpoint.channel.eventLoop.makeSucceededVoidFuture()
+        return changed && endpoint.role == .worker ? publish(on: endpoint.channel.eventLoop) : endpoint.channel.eventLoop.makeSucceededVoidFuture()
     }
 
     func endpoint(_ workerId: Int) -> WorkerEndpoint? {
@@ -246,7 +250,9 @@ final class MasterCore: @unchecked Sendable {
             total_send_bytes: stats.totalSendBytes.load(ordering: .relaxed),
             worker_num: settings.workerNum,
             task_worker_num: settings.taskWorkerNum,
-            reload_count: stats.reloadCount.load(ordering: .relaxed))
+            reload_count: stats.reloadCount.load(ordering: .relaxed),
+            tasking_num: tasks.counts.running,
+            task_queue_num: tasks.counts.queued)
     }
 }
 

@@ -42,14 +42,18 @@ struct ProcessTable {
     static let quickFailure = TimeAmount.seconds(1)
 
     private(set) var slots: [Slot]
+    /// Generations count every process the manager starts, across slots, so that a
+    /// generation names one process for the life of the server (task ids rely on it).
+    private var lastGeneration = 0
 
     init(workerNum: Int, taskWorkerNum: Int) {
         slots = (0..<(workerNum + taskWorkerNum)).map { Slot(isTaskWorker: $0 >= workerNum) }
     }
 
     mutating func nextGeneration(_ slot: Int) -> Int {
-        slots[slot].generation += 1
-        return slots[slot].generation
+        lastGeneration += 1
+        slots[slot].generation = lastGeneration
+        return lastGeneration
     }
 
     mutating func started(_ slot: Int, pid: Int32, generation: Int, at now: NIODeadline) {

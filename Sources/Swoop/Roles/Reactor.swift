@@ -213,7 +213,9 @@ extension IPCMessage {
     /// The bytes a message carries besides its header, to size its buffer once.
     var payloadSize: Int {
         switch self {
-        case .receive(_, _, let data), .packet(_, _, _, let data): return data.readableBytes + 64
+        case .receive(_, _, let data), .packet(_, _, _, let data), .send(_, let data), .pipeMessage(_, _, let data),
+             .task(_, _, _, let data), .taskResult(_, _, _, let data):
+            return data.readableBytes + 64
         default: return 0
         }
     }

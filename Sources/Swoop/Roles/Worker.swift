@@ -79,6 +79,30 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private var inReadBatch = false
     private var needsFlush = false
 
+    /// How each task this worker created will end: in onFinish, or in a waiting `taskwait`.
+    private enum TaskWaiter {
+        case finish
+        case wait(EventLoopPromise<ByteBuffer>, Scheduled<Void>?)
+    }
+    private var taskWaiters: [UInt64: TaskWaiter] = [:]
+    /// Tasks created and not ended; read by `task()` on any thread to refuse at once when full.
+    private let outstandingTasks = ManagedAtomic(0)
+    private let taskCounter = ManagedAtomic<UInt32>(0)
+    /// In a task worker: the task that `finish()` answers, for the handler running it.
+    @TaskLocal static var currentTask: UInt64?
+    /// In a task worker: tasks already answered by `finish()`.
+    private var answeredTasks: Set<UInt64> = []
+    /// Requests (or tasks) served, for maxRequest / taskMaxRequest.
+    private var served = 0
+    private lazy var recycleAfter: Int = {
+        let limit = server.isTaskWorker ? server.settings.taskMaxRequest : server.settings.maxRequest
+        // A random grace of up to half the limit (Swoole's max_request_grace, gunicorn's
+        // jitter), so that workers started together do not all restart together.
+        guard limit > 10 else { return limit }
+        return limit + Int.random(in: 0...(limit / 2))
+    }()
+    private var recycleRequested = false
+
     init(server: Server, loop: EventLoop, pump: EventPump) {
         self.server = server
         self.loop = loop
@@ -189,6 +213,10 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
                 what: "onPipeMessage", onFinish: {})
         case let .response(id, data):
             queries.removeValue(forKey: id)?.succeed(data)
+        case let .task(id, source, _, data):
+            runTask(ServerTask(id: TaskID(id), sourceWorkerId: source, data: data))
+        case let .taskResult(id, _, status, data):
+            taskEnded(id, status: status, data: data)
         case .stopping:
             stopAcknowledged = true
             finishStopIfIdle()
@@ -278,6 +306,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         if isRequest {
             finished += 1
             needsFlush = true
+            countServed()
         }
         onFinish()
         if stopRequested { finishStopIfIdle() }
@@ -290,6 +319,130 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         } else {
             logger.error("\(what) handler threw \(error)")
         }
+    }
+
+    // MARK: Tasks (the worker that asks)
+
+    /// Registers a task and sends it; throws at once when it cannot be sent.
+    func submitTask(_ data: ByteBuffer, to target: Int?, waiter: EventLoopPromise<ByteBuffer>?,
+                    timeout: Duration? = nil) throws -> TaskID {
+        let settings = server.settings
+        guard data.readableBytes <= settings.protocol.packageMaxLength else {
+            throw TaskError.payloadTooLarge(size: data.readableBytes, max: settings.protocol.packageMaxLength)
+        }
+        if let target, !(settings.workerNum..<(settings.workerNum + settings.taskWorkerNum)).contains(target) {
+            throw TaskError.noTaskWorker("\(target) is not a task worker id")
+        }
+        if outstandingTasks.loadThenWrappingIncrement(ordering: .relaxed) >= settings.taskQueueLimit {
+            outstandingTasks.wrappingDecrement(ordering: .relaxed)
+            throw TaskError.queueFull(limit: settings.taskQueueLimit)
+        }
+        let id = UInt64(UInt32(truncatingIfNeeded: server.context.generation)) << 32
+            | UInt64(taskCounter.wrappingIncrementThenLoad(ordering: .relaxed))
+        let register: @Sendable () -> Void = { [self] in
+            var timer: Scheduled<Void>?
+            if let waiter, let timeout {
+                timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
+                                                         + timeout.components.attoseconds / 1_000_000_000)) {
+                    guard self.taskWaiters.removeValue(forKey: id) != nil else { return }
+                    self.outstandingTasks.wrappingDecrement(ordering: .relaxed)
+                    waiter.fail(TaskError.timeout)
+                }
+            }
+            taskWaiters[id] = waiter.map { .wait($0, timer) } ?? .finish
+            write(.task(id: id, source: server.context.workerId, target: target ?? -1, data: data))
+            if !inReadBatch { flush() }
+        }
+        if loop.inEventLoop { register() } else { loop.execute(register) }
+        return TaskID(id)
+    }
+
+    func waitForTask(_ data: ByteBuffer, timeout: Duration, to target: Int?) async throws -> ByteBuffer {
+        let promise = loop.makePromise(of: ByteBuffer.self)
+        do {
+            _ = try submitTask(data, to: target, waiter: promise, timeout: timeout)
+        } catch {
+            promise.fail(error)
+        }
+        return try await promise.futureResult.get()
+    }
+
+    private func taskEnded(_ id: UInt64, status: TaskStatus, data: ByteBuffer) {
+        // Absent: it timed out, and its late result has no one to go to.
+        guard let waiter = taskWaiters.removeValue(forKey: id) else { return }
+        outstandingTasks.wrappingDecrement(ordering: .relaxed)
+        let result: Result<ByteBuffer, TaskError>
+        switch status {
+        case .ok: result = .success(data)
+        case .failed: result = .failure(.failed(String(buffer: data)))
+        case .workerDied: result = .failure(.workerDied(String(buffer: data)))
+        case .shutdown: result = .failure(.shutdown)
+        }
+        switch waiter {
+        case let .wait(promise, timer):
+            timer?.cancel()
+            promise.completeWith(result.mapError { $0 as Error })
+        case .finish:
+            run(handlers.finish, FinishEvent(id: TaskID(id), result: result), isRequest: false, what: "onFinish",
+                onFinish: {})
+        }
+    }
+
+    // MARK: Tasks (the task worker)
+
+    private func runTask(_ task: ServerTask) {
+        let id = task.id.rawValue
+        guard let handler = handlers.task else {
+            write(.taskResult(id: id, source: task.sourceWorkerId, status: .failed,
+                              data: ByteBuffer(string: "the server has no onTask handler")))
+            return
+        }
+        running += 1
+        Task.immediate { [self] in
+            let outcome: TaskOutcome
+            do {
+                let result = try await WorkerRuntime.$currentTask.withValue(id) { try await handler(task) }
+                outcome = .result(result ?? ByteBuffer())
+            } catch {
+                outcome = .error("\(error)")
+            }
+            let report: @Sendable () -> Void = { [self] in
+                self.finishTask(id, outcome, source: task.sourceWorkerId)
+                self.answeredTasks.remove(id)
+                self.running -= 1
+                self.countServed()
+                if !self.inReadBatch { self.flush() }
+                if self.stopRequested { self.finishStopIfIdle() }
+            }
+            if loop.inEventLoop { report() } else { loop.execute(report) }
+        }
+    }
+
+    /// Sends a task's result once (a `finish()` call and the handler's return both end here).
+    func finishTask(_ id: UInt64, _ outcome: TaskOutcome, source: Int = -1) {
+        guard loop.inEventLoop else {
+            loop.execute { self.finishTask(id, outcome, source: source) }
+            return
+        }
+        guard answeredTasks.insert(id).inserted else { return }
+        switch outcome {
+        case .result(let data):
+            write(.taskResult(id: id, source: source, status: .ok, data: data))
+        case .error(let reason):
+            write(.taskResult(id: id, source: source, status: .failed, data: ByteBuffer(string: reason)))
+        }
+        if !inReadBatch { flush() }
+    }
+
+    /// Counts a served request or task; at the limit, asks the manager for a successor. The
+    /// manager starts it first and only then stops this one, as in a reload.
+    private func countServed() {
+        served += 1
+        guard recycleAfter > 0, served >= recycleAfter, !recycleRequested, !stopRequested else { return }
+        recycleRequested = true
+        logger.info("\(server.isTaskWorker ? "task worker" : "worker") \(server.context.workerId) served \(served) \(server.isTaskWorker ? "tasks" : "requests"); recycling it")
+        write(.recycle(workerId: server.context.workerId, generation: server.context.generation))
+        if !inReadBatch { flush() }
     }
 
     // MARK: Stopping

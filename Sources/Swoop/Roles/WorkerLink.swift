@@ -95,6 +95,12 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
                 guard id != 0 else { return }
                 endpoint.send(.response(id: id, data: answer))
             }
+        case let .task(id, _, target, data):
+            core.tasks.submit(id: id, from: endpoint, target: target, data: data)
+        case let .taskResult(id, _, status, data):
+            core.tasks.complete(id: id, by: endpoint, status: status, data: data)
+        case let .recycle(workerId, generation):
+            core.sendToManager(.recycle(workerId: workerId, generation: generation))
         case .stopping:
             core.retire(endpoint).whenComplete { _ in endpoint.send(.stopping) }
         default:
