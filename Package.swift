@@ -43,7 +43,11 @@ let package = Package(
         ),
         .testTarget(
             name: "SwoopTests",
-            dependencies: ["Swoop", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "Swoop",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "SwoopIntegrationTests",

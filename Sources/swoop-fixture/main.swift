@@ -6,6 +6,7 @@ import Foundation
 import Swoop
 
 struct Fixture: ParsableCommand {
+    @Option var host = "127.0.0.1"
     @Option var port = 0
     @Option(name: .customLong("worker-num")) var workerNum = 2
     /// eof, length or raw.
@@ -41,12 +42,12 @@ struct Fixture: ParsableCommand {
                 Int(context.data.getInteger(at: context.data.readerIndex + 4, as: UInt8.self) ?? 48) - 48
             }
         }
-        let server = Server(host: "127.0.0.1", port: port, settings: settings)
+        let server = Server(host: host, port: port, settings: settings)
         if let unixPath { server.addListener(host: unixPath, port: 0, type: .unixStream) }
         let lengthFraming = framing == "length"
 
         server.onStart { server in
-            FileHandle.standardOutput.write(Data("swoop-fixture ready master=\(server.masterPid) manager=\(server.managerPid) port=\(server.ports[0])\n".utf8))
+            FileHandle.standardOutput.write(Data("swoop-fixture ready master=\(server.masterPid) manager=\(server.managerPid) port=\(server.ports[0]) udp-port=0 http-port=0\n".utf8))
         }
         server.onReceive { server, connection, _, data in
             var body = data

@@ -3,26 +3,25 @@ import Foundation
 import Glibc
 #endif
 
-/// Finds the `swoop-demo` executable that `swift test` built next to the test bundle.
+/// Finds the executables (`swoop-demo`, `swoop-fixture`) that `swift test` built next to the
+/// test bundle.
 enum DemoBinary {
     /// The environment variable that overrides the search with an explicit path.
     static let overrideVariable = "SWOOP_DEMO_BINARY"
 
     /// The executable's path, or an error that lists every place that was searched.
     /// Computed once per test run.
-    static func path() throws -> String {
-        try cached.get()
+    static func path(_ name: String = "swoop-demo") throws -> String {
+        try locate(name).get()
     }
-
-    private static let cached: Result<String, HarnessError> = locate()
 
     private static func isExecutable(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && access(path, X_OK) == 0
     }
 
-    private static func locate(filePath: String = #filePath) -> Result<String, HarnessError> {
-        if let explicit = ProcessInfo.processInfo.environment[overrideVariable], !explicit.isEmpty {
+    private static func locate(_ name: String, filePath: String = #filePath) -> Result<String, HarnessError> {
+        if name == "swoop-demo", let explicit = ProcessInfo.processInfo.environment[overrideVariable], !explicit.isEmpty {
             return isExecutable(explicit)
                 ? .success(explicit)
                 : .failure(HarnessError("\(overrideVariable)=\(explicit) is not an executable file"))
@@ -46,7 +45,7 @@ enum DemoBinary {
         for start in starts {
             var dir = start.standardizedFileURL
             while true {
-                let candidate = dir.appendingPathComponent("swoop-demo").path
+                let candidate = dir.appendingPathComponent(name).path
                 if !searched.contains(candidate) {
                     searched.append(candidate)
                     if isExecutable(candidate) { return .success(candidate) }
@@ -61,7 +60,7 @@ enum DemoBinary {
         var dir = URL(fileURLWithPath: filePath).deletingLastPathComponent()
         while dir.path != "/" {
             if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
-                let candidate = dir.appendingPathComponent(".build/debug/swoop-demo").path
+                let candidate = dir.appendingPathComponent(".build/debug/\(name)").path
                 searched.append(candidate)
                 if isExecutable(candidate) { return .success(candidate) }
                 break
@@ -70,7 +69,7 @@ enum DemoBinary {
         }
 
         return .failure(HarnessError(
-            "swoop-demo executable not found (set \(overrideVariable) to override). Searched:\n  "
+            "\(name) executable not found (set \(overrideVariable) to override). Searched:\n  "
                 + searched.joined(separator: "\n  ")
         ))
     }

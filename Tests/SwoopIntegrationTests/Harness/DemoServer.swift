@@ -128,8 +128,8 @@ final class DemoServer: @unchecked Sendable {
     /// - Throws: if the binary is missing, the process exits before it is ready (the error
     ///   carries its stderr), or `timeout` seconds pass without a ready line. In every
     ///   error case the spawned tree has been killed.
-    static func start(args: [String] = [], timeout: TimeInterval = 20) throws -> DemoServer {
-        let binary = try DemoBinary.path()
+    static func start(args: [String] = [], timeout: TimeInterval = 20, program: String = "swoop-demo") throws -> DemoServer {
+        let binary = try DemoBinary.path(program)
         let directory = try makeTemporaryDirectory()
         let stderrPath = directory + "/stderr.txt"
         var arguments = args
@@ -178,19 +178,19 @@ final class DemoServer: @unchecked Sendable {
         let deadline = Deadline(timeout)
         var readyLine: String?
         while readyLine == nil {
-            readyLine = stdout.completeLines.first { $0.hasPrefix("swoop-demo ready ") }
+            readyLine = stdout.completeLines.first { $0.hasPrefix("\(program) ready ") }
             if readyLine != nil { break }
             if let status = group.reapIfExited() {
-                throw fail("swoop-demo \(status) before printing its ready line")
+                throw fail("\(program) \(status) before printing its ready line")
             }
             if deadline.hasPassed {
-                throw fail("swoop-demo printed no ready line within \(timeout) s")
+                throw fail("\(program) printed no ready line within \(timeout) s")
             }
             pause(0.02)
         }
         let line = readyLine!
         var fields: [String: String] = [:]
-        for token in line.dropFirst("swoop-demo ready ".count).split(separator: " ") {
+        for token in line.dropFirst("\(program) ready ".count).split(separator: " ") {
             let parts = token.split(separator: "=", maxSplits: 1)
             if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
         }

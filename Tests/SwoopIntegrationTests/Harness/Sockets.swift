@@ -195,6 +195,21 @@ final class LineClient {
         }
     }
 
+    /// Reads exactly `count` bytes (for length-framed protocols).
+    func readBytes(_ count: Int, timeout: TimeInterval? = nil) throws -> [UInt8] {
+        let limit = timeout ?? defaultTimeout
+        let deadline = Deadline(limit)
+        while buffer.count < count {
+            guard try fill(deadline: deadline) else {
+                throw SocketError(kind: .timeout, message: "\(buffer.count) of \(count) bytes within \(limit) s")
+            }
+        }
+        let bytes = Array(buffer[..<count])
+        buffer.removeSubrange(..<count)
+        scanned = 0
+        return bytes
+    }
+
     /// Sends `line` and reads the reply line.
     func request(_ line: String, timeout: TimeInterval? = nil) throws -> String {
         let deadline = Deadline(timeout ?? defaultTimeout)
