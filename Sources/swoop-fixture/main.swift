@@ -74,8 +74,14 @@ struct Fixture: ParsableCommand {
                 let all = try await server.connections()
                 let line = "exists=\(exists) gone=\(gone) connections=\(all.count) remote=\(info?.remoteIP ?? "-") reactor=\(info?.reactorId ?? -1) server_port=\(info?.serverPort ?? -1)"
                 try reply(ByteBuffer(string: line))
+            case "reload":
+                try server.reload()
+                try reply(ByteBuffer(string: "reloading"))
+            case "shutdown":
+                try reply(ByteBuffer(string: "stopping"))
+                try server.shutdown()
             case "whoami":
-                try reply(ByteBuffer(string: "worker=\(server.workerId)"))
+                try reply(ByteBuffer(string: "worker=\(server.workerId) pid=\(server.workerPid)"))
             case let other where other.hasPrefix("big "):
                 try reply(ByteBuffer(repeating: UInt8(ascii: "x"), count: Int(other.dropFirst(4)) ?? 0))
             default:

@@ -134,3 +134,21 @@ final class FixtureTests: SwoopTestCase {
         (try? client.sendRaw(frame("x"), timeout: 2)) == nil
     }
 }
+
+extension FixtureTests {
+    func testReloadAndShutdownFromAWorker() throws {
+        let server = try startServer(["--framing", "length"], program: "swoop-fixture")
+        let client = try connect(server)
+        let before = try ask(client, "whoami")
+        let oldPids = Set(server.processTree().map(\.pid)).subtracting([server.masterPid, server.managerPid])
+        XCTAssertEqual(try ask(client, "reload"), "reloading")
+        try eventually("every worker replaced", timeout: 10) {
+            let now = Set(server.processTree().map(\.pid)).subtracting([server.masterPid, server.managerPid])
+            return now.count == 2 && now.isDisjoint(with: oldPids)
+        }
+        XCTAssertNotEqual(try ask(client, "whoami"), before, "the same connection is served by a new process")
+        XCTAssertEqual(try ask(client, "shutdown"), "stopping")
+        let status = server.waitForExit(timeout: 10)
+        XCTAssertEqual(status, .exited(0))
+    }
+}
