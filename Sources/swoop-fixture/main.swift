@@ -17,6 +17,9 @@ struct Fixture: ParsableCommand {
     /// Route every packet to the worker named by its first byte (a digit).
     @Flag(name: .customLong("custom-dispatch")) var customDispatch = false
     @Option(name: .customLong("log-file")) var logFile: String?
+    @Option(name: .customLong("task-worker-num")) var taskWorkerNum = 0
+    @Option(name: .customLong("task-max-request")) var taskMaxRequest = 0
+    @Option(name: .customLong("task-queue-limit")) var taskQueueLimit = 1024
 
     func run() throws {
         var settings = ServerSettings()
@@ -25,6 +28,9 @@ struct Fixture: ParsableCommand {
         settings.logFile = logFile
         settings.bufferOutputSize = bufferOutputSize
         settings.protocol.packageMaxLength = packageMaxLength
+        settings.taskWorkerNum = taskWorkerNum
+        settings.taskMaxRequest = taskMaxRequest
+        settings.taskQueueLimit = taskQueueLimit
         switch framing {
         case "length":
             settings.protocol.openLengthCheck = true
@@ -48,6 +54,28 @@ struct Fixture: ParsableCommand {
 
         server.onStart { server in
             FileHandle.standardOutput.write(Data("swoop-fixture ready master=\(server.masterPid) manager=\(server.managerPid) port=\(server.ports[0]) udp-port=0 http-port=0\n".utf8))
+        }
+        // Task workers echo the payload, except: "sleep MS" waits first, "throw" throws,
+        // "nested" tries to create a task (which a task worker may not do), "oversize N"
+        // answers with N bytes.
+        server.onTask { server, task in
+            let text = String(buffer: task.data.getSlice(at: task.data.readerIndex, length: min(task.data.readableBytes, 64))!)
+            if text.hasPrefix("sleep "), let ms = Int(text.dropFirst(6)) {
+                try await Task.sleep(for: .milliseconds(ms))
+            } else if text == "throw" {
+                struct TaskFailure: Error, CustomStringConvertible { var description: String { "deliberate task failure" } }
+                throw TaskFailure()
+            } else if text == "nested" {
+                do {
+                    try server.task(ByteBuffer(string: "inner"))
+                    return ByteBuffer(string: "nested task accepted")
+                } catch {
+                    return ByteBuffer(string: "nested refused: \(error)")
+                }
+            } else if text.hasPrefix("oversize "), let n = Int(text.dropFirst(9)) {
+                return ByteBuffer(repeating: UInt8(ascii: "z"), count: n)
+            }
+            return task.data
         }
         server.onReceive { server, connection, _, data in
             var body = data
@@ -80,6 +108,48 @@ struct Fixture: ParsableCommand {
             case "shutdown":
                 try reply(ByteBuffer(string: "stopping"))
                 try server.shutdown()
+            case let other where other.hasPrefix("tw "):
+                do {
+                    try reply(try await server.taskwait(ByteBuffer(string: String(other.dropFirst(3))), timeout: .seconds(10)))
+                } catch {
+                    try reply(ByteBuffer(string: "error \(error)"))
+                }
+            case let other where other.hasPrefix("twsize "):
+                let n = Int(other.dropFirst(7)) ?? 0
+                var payload = ByteBuffer()
+                for i in 0..<n { payload.writeInteger(UInt8(truncatingIfNeeded: i &* 31 &+ 7)) }
+                do {
+                    let back = try await server.taskwait(payload, timeout: .seconds(20))
+                    try reply(ByteBuffer(string: back == payload ? "ok \(back.readableBytes)" : "error corrupted \(back.readableBytes)"))
+                } catch {
+                    try reply(ByteBuffer(string: "error \(error)"))
+                }
+            case let other where other.hasPrefix("flood "):
+                var accepted = 0
+                var refused: [String] = []
+                for _ in 0..<(Int(other.dropFirst(6)) ?? 0) {
+                    do {
+                        try server.task(ByteBuffer(string: "sleep 300"))
+                        accepted += 1
+                    } catch {
+                        refused.append("\(error)")
+                    }
+                }
+                try reply(ByteBuffer(string: "accepted=\(accepted) refused=\(refused.count) \(refused.first ?? "")"))
+            case let other where other.hasPrefix("multi "):
+                let n = Int(other.dropFirst(6)) ?? 0
+                let results = try await server.taskWaitMulti((0..<n).map { ByteBuffer(string: "m\($0)") }, timeout: .seconds(10))
+                let good = results.enumerated().filter { (try? $0.element.get()) == ByteBuffer(string: "m\($0.offset)") }.count
+                try reply(ByteBuffer(string: "multi ok=\(good)"))
+            case "mismatch":
+                struct Sent: Codable, Sendable { var name: String }
+                struct Expected: Codable, Sendable { var count: [Int] }
+                do {
+                    let wrong = try await server.taskwait(Sent(name: "x"), as: Expected.self)
+                    try reply(ByteBuffer(string: "decoded \(wrong.count)"))
+                } catch {
+                    try reply(ByteBuffer(string: "error \(error)"))
+                }
             case "whoami":
                 try reply(ByteBuffer(string: "worker=\(server.workerId) pid=\(server.workerPid)"))
             case let other where other.hasPrefix("big "):

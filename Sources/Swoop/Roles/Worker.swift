@@ -425,7 +425,12 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         guard answeredTasks.insert(id).inserted else { return }
+        let max = server.settings.protocol.packageMaxLength
         switch outcome {
+        case .result(let data) where data.readableBytes > max:
+            logger.error("the result of task \(id) is \(data.readableBytes) bytes, over packageMaxLength (\(max)); sending an error instead")
+            write(.taskResult(id: id, source: source, status: .failed,
+                              data: ByteBuffer(string: "\(TaskError.payloadTooLarge(size: data.readableBytes, max: max))")))
         case .result(let data):
             write(.taskResult(id: id, source: source, status: .ok, data: data))
         case .error(let reason):
