@@ -116,8 +116,11 @@ struct Fixture: ParsableCommand {
                 }
             case let other where other.hasPrefix("twsize "):
                 let n = Int(other.dropFirst(7)) ?? 0
-                var payload = ByteBuffer()
-                for i in 0..<n { payload.writeInteger(UInt8(truncatingIfNeeded: i &* 31 &+ 7)) }
+                // A pattern, so that a shifted or truncated copy cannot compare equal.
+                var payload = ByteBuffer(repeating: 0, count: n)
+                payload.withUnsafeMutableReadableBytes { bytes in
+                    for i in stride(from: 0, to: bytes.count, by: 4096) { bytes[i] = UInt8(truncatingIfNeeded: i / 4096 &+ 1) }
+                }
                 do {
                     let back = try await server.taskwait(payload, timeout: .seconds(20))
                     try reply(ByteBuffer(string: back == payload ? "ok \(back.readableBytes)" : "error corrupted \(back.readableBytes)"))

@@ -43,8 +43,10 @@ enum IPCMessage: Sendable, Equatable {
     case sendTo(listener: Int, address: String, port: Int, data: ByteBuffer)
     /// Close a client connection (worker → master).
     case closeConnection(connection: UInt64, reset: Bool)
-    /// The worker finished `count` of the events it was given (worker → master).
-    case done(count: Int)
+    /// The worker finished requests of these connections, one entry per request (0 for a
+    /// UDP datagram) (worker → master). The master counts requests in flight per connection,
+    /// so that it can close exactly those connections whose worker died holding them.
+    case done(connections: [UInt64])
     /// A message between workers, relayed by the master.
     case pipeMessage(from: Int, to: Int, data: ByteBuffer)
     /// A question for the master (worker → master).
@@ -140,9 +142,10 @@ enum IPCCodec {
             buffer.writeInteger(Tag.closeConnection.rawValue)
             buffer.writeInteger(connection)
             buffer.writeInteger(reset ? UInt8(1) : 0)
-        case let .done(count):
+        case let .done(connections):
             buffer.writeInteger(Tag.done.rawValue)
-            buffer.writeInteger(UInt32(count))
+            buffer.writeInteger(UInt32(connections.count))
+            for connection in connections { buffer.writeInteger(connection) }
         case let .pipeMessage(from, to, data):
             buffer.writeInteger(Tag.pipeMessage.rawValue)
             buffer.writeInteger(Int32(from))
@@ -233,7 +236,12 @@ enum IPCCodec {
         case .closeConnection:
             return .closeConnection(connection: try read(), reset: try read(UInt8.self) != 0)
         case .done:
-            return .done(count: Int(try read(UInt32.self)))
+            let count = Int(try read(UInt32.self))
+            guard count <= frame.readableBytes / 8 else { throw DecodeError.malformed("done count") }
+            var connections: [UInt64] = []
+            connections.reserveCapacity(count)
+            for _ in 0..<count { connections.append(try read()) }
+            return .done(connections: connections)
         case .pipeMessage:
             let from = Int(try read(Int32.self))
             let to = Int(try read(Int32.self))

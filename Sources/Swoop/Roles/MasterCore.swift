@@ -103,6 +103,14 @@ final class MasterCore: @unchecked Sendable {
     /// A worker's connection closed (it exited or crashed).
     func unregister(_ endpoint: WorkerEndpoint) {
         if endpoint.role == .taskWorker { tasks.remove(endpoint) }
+        // A worker that went away holding requests will never answer them: close those
+        // clients now rather than leave them waiting forever.
+        for connection in endpoint.stranded() {
+            reactor(of: connection).onLoop {
+                $0.close(connection, reset: false,
+                         reason: "worker \(endpoint.workerId) (pid \(endpoint.pid)) died while handling its request")
+            }
+        }
         let changed = lock.withLock { () -> Bool in
             guard current[endpoint.workerId] === endpoint else { return false }
             current[endpoint.workerId] = nil

@@ -42,7 +42,7 @@ final class Reactor: @unchecked Sendable {
     /// The current endpoint of each event worker slot, as last published by the registry.
     private var workers: [WorkerEndpoint?]
     /// Frames for slots that have no worker right now (it crashed and is being respawned).
-    private var waiting: [[(UInt64, ByteBuffer)]]
+    private var waiting: [[(request: UInt64?, frame: ByteBuffer)]]
     private var waitingBytes = 0
     private var roundRobin = 0
     private var heartbeat: RepeatedTask?
@@ -155,7 +155,7 @@ final class Reactor: @unchecked Sendable {
         var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
         IPCCodec.encode(message, into: &frame)
         if let endpoint = workers[slot] {
-            if isRequest { endpoint.inFlight.wrappingIncrement(ordering: .relaxed) }
+            if isRequest { endpoint.began(connection) }
             endpoint.write(frame)
             return
         }
@@ -167,7 +167,7 @@ final class Reactor: @unchecked Sendable {
             return
         }
         waitingBytes += frame.readableBytes
-        waiting[slot].append((isRequest ? 1 : 0, frame))
+        waiting[slot].append((isRequest ? connection : nil, frame))
     }
 
     /// Takes a new table of event workers from the registry and flushes what waited for them.
@@ -175,8 +175,8 @@ final class Reactor: @unchecked Sendable {
         workers = table
         for slot in waiting.indices where !waiting[slot].isEmpty {
             guard let endpoint = workers[slot] else { continue }
-            for (isRequest, frame) in waiting[slot] {
-                if isRequest == 1 { endpoint.inFlight.wrappingIncrement(ordering: .relaxed) }
+            for (request, frame) in waiting[slot] {
+                if let request { endpoint.began(request) }
                 waitingBytes -= frame.readableBytes
                 endpoint.write(frame)
             }

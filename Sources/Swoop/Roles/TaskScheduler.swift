@@ -27,6 +27,7 @@ final class TaskScheduler: @unchecked Sendable {
     /// Tasks each task worker process holds, by process.
     private var inHand: [ObjectIdentifier: [UInt64: Pending]] = [:]
     private var queue = CircularBuffer<Pending>()
+    private var rotation = 0
 
     init(logger: Logger, concurrency: Int) {
         self.logger = logger
@@ -54,9 +55,14 @@ final class TaskScheduler: @unchecked Sendable {
             guard let worker = workers[target], load(worker) < concurrency else { return nil }
             return worker
         }
+        // Ties go round the task workers in turn, so that idle ones share the work evenly.
+        let ids = workers.keys.sorted()
+        guard !ids.isEmpty else { return nil }
+        rotation &+= 1
         var best: WorkerEndpoint?
         var bestLoad = Int.max
-        for worker in workers.values {
+        for step in 0..<ids.count {
+            let worker = workers[ids[(rotation + step) % ids.count]]!
             let current = load(worker)
             if current < concurrency && current < bestLoad { best = worker; bestLoad = current }
         }

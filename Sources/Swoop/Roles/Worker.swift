@@ -69,8 +69,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private var busy: Set<UInt64> = []
     /// Handlers running (sync ones count while they run; async ones until they finish).
     private var running = 0
-    /// Requests finished but not yet reported to the master.
-    private var finished = 0
+    /// Requests finished but not yet reported to the master, by connection (0: UDP).
+    private var finished: [UInt64] = []
     private var stopRequested = false
     private var stopAcknowledged = false
     private var stopDeadline: Scheduled<Void>?
@@ -168,11 +168,11 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private func flush() {
         guard needsFlush, let channel else { return }
         needsFlush = false
-        if finished > 0 {
-            var buffer = channel.allocator.buffer(capacity: 16)
-            IPCCodec.encode(.done(count: finished), into: &buffer)
+        if !finished.isEmpty {
+            var buffer = channel.allocator.buffer(capacity: 16 + 8 * finished.count)
+            IPCCodec.encode(.done(connections: finished), into: &buffer)
             channel.write(buffer, promise: nil)
-            finished = 0
+            finished.removeAll(keepingCapacity: true)
         }
         channel.flush()
     }
@@ -274,7 +274,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private func run<Event: Sendable>(_ callback: Callback<Event>?, _ event: Event, isRequest: Bool, what: String,
                                       connection: UInt64? = nil, onFinish: @escaping () -> Void) {
         guard let callback else {
-            if isRequest { finished += 1 }
+            if isRequest { finished.append(connection ?? 0) }
             onFinish()
             return
         }
@@ -282,7 +282,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         switch callback {
         case .sync(let body):
             do { try body(event) } catch { handlerFailed(what, connection, error) }
-            complete(isRequest: isRequest, onFinish)
+            complete(isRequest: isRequest, connection: connection, onFinish)
         case .async(let body):
             // Task.immediate runs the handler on this thread until it first suspends, so a
             // handler that does not await costs no thread hop; one that does resumes
@@ -293,7 +293,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
                 do { try await body(event); failure = nil } catch { failure = error }
                 let report: @Sendable () -> Void = { [self] in
                     if let failure { self.handlerFailed(what, connection, failure) }
-                    self.complete(isRequest: isRequest, finish.value)
+                    self.complete(isRequest: isRequest, connection: connection, finish.value)
                     if !self.inReadBatch { self.flush() }
                 }
                 if loop.inEventLoop { report() } else { loop.execute(report) }
@@ -301,10 +301,10 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func complete(isRequest: Bool, _ onFinish: () -> Void) {
+    private func complete(isRequest: Bool, connection: UInt64?, _ onFinish: () -> Void) {
         running -= 1
         if isRequest {
-            finished += 1
+            finished.append(connection ?? 0)
             needsFlush = true
             countServed()
         }

@@ -16,8 +16,10 @@ final class WorkerEndpoint: @unchecked Sendable {
     let generation: Int
     let pid: Int32
     let channel: Channel
-    /// Requests dispatched to it and not yet reported done.
+    /// Requests dispatched to it and not yet reported done (read lock-free by mode 3).
     let inFlight = ManagedAtomic(0)
+    /// The same requests by connection, to close those clients if the worker dies.
+    private let pending = NIOLockedValueBox<[UInt64: Int]>([:])
 
     init(role: ProcessRole, workerId: Int, generation: Int, pid: Int32, channel: Channel) {
         self.role = role
@@ -25,6 +27,29 @@ final class WorkerEndpoint: @unchecked Sendable {
         self.generation = generation
         self.pid = pid
         self.channel = channel
+    }
+
+    /// A request of `connection` (0: a datagram) was handed to this worker.
+    func began(_ connection: UInt64) {
+        inFlight.wrappingIncrement(ordering: .relaxed)
+        pending.withLockedValue { $0[connection, default: 0] += 1 }
+    }
+
+    func finished(_ connections: [UInt64]) {
+        inFlight.wrappingDecrement(by: connections.count, ordering: .relaxed)
+        pending.withLockedValue { pending in
+            for connection in connections {
+                if let count = pending[connection], count > 1 { pending[connection] = count - 1 } else { pending[connection] = nil }
+            }
+        }
+    }
+
+    /// The connections whose requests this worker held when its connection closed.
+    func stranded() -> [UInt64] {
+        pending.withLockedValue { pending in
+            defer { pending.removeAll() }
+            return pending.keys.filter { $0 != 0 }
+        }
     }
 
     func write(_ frame: ByteBuffer) {
@@ -86,8 +111,8 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
             core.reactor(of: connection).onLoop { $0.close(connection, reset: reset) }
         case let .sendTo(listener, address, port, data):
             core.sendDatagram(listener: listener, address: address, port: port, data: data)
-        case let .done(count):
-            endpoint.inFlight.wrappingDecrement(by: count, ordering: .relaxed)
+        case let .done(connections):
+            endpoint.finished(connections)
         case let .pipeMessage(from, to, data):
             core.relayPipeMessage(from: from, to: to, data: data)
         case let .request(id, query, argument):
