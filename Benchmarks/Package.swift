@@ -14,26 +14,20 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
-        // The line framing both executables share, so server and client cut lines the same way.
-        .target(
-            name: "LineBench",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
-        ),
+        // The yardstick: a plain SwiftNIO server.
         .executableTarget(
             name: "nio-baseline",
             dependencies: [
-                "LineBench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The load generator: raw epoll, so that it spends less CPU per request than the
+        // servers it drives and they, not it, set the pace.
         .executableTarget(
             name: "swoop-load",
             dependencies: [
-                "LineBench",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

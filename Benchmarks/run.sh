@@ -4,6 +4,7 @@
 #   bash Benchmarks/run.sh                      # DURATION=10 s, ROUNDS=3
 #   DURATION=5 ROUNDS=5 bash Benchmarks/run.sh
 #   SMOKE=1 bash Benchmarks/run.sh              # seconds-long check that everything runs
+#   BUILD=0 bash Benchmarks/run.sh              # measure the binaries already built
 #
 # What it does, in one run, so that every figure comes from the same machine state:
 #   1. builds swoop-demo (release, in the repository root) and this package (release);
@@ -385,12 +386,16 @@ render_rounds() {
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
-log "building swoop-demo (release) in $root"
-(cd "$root" && swift build -c release --product swoop-demo) >&2
 DEMO_BIN="$root/.build/release/swoop-demo"
-log "building the benchmark package (release) in $here"
-(cd "$here" && swift build -c release) >&2
 BENCH_BIN="$here/.build/release"
+if [[ "${BUILD:-1}" == 1 ]]; then
+    log "building swoop-demo (release) in $root"
+    (cd "$root" && swift build -c release --product swoop-demo) >&2
+    log "building the benchmark package (release) in $here"
+    (cd "$here" && swift build -c release) >&2
+else
+    log "BUILD=0: measuring the programs already built"
+fi
 [[ -x "$DEMO_BIN" && -x "$BENCH_BIN/nio-baseline" && -x "$BENCH_BIN/swoop-load" ]] ||
     die "a built program is missing under $root/.build/release or $BENCH_BIN"
 

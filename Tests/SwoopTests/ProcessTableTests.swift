@@ -37,25 +37,45 @@ final class ProcessTableTests: XCTestCase {
         XCTAssertNil(table.exited(pid: 9, at: now + .seconds(5))?.backoff)
     }
 
-    func testReloadStopsTheOldGenerationOnlyWhenTheNewOneIsReady() {
+    func testReplacementStopsTheOldGenerationOnlyWhenTheNewOneIsActive() {
         var table = ProcessTable(workerNum: 1, taskWorkerNum: 0)
         table.started(0, pid: 10, generation: table.nextGeneration(0), at: t0)
-        table.retireCurrent(0, deadline: t0 + .seconds(3))
+        table.retireCurrent(0)
+        XCTAssertTrue(table.isReplacing(0))
+        XCTAssertNil(table.nextDeadline, "the old process serves on, without a deadline, until its successor takes over")
         let g2 = table.nextGeneration(0)
         table.started(0, pid: 11, generation: g2, at: t0)
         XCTAssertEqual(Set(table.livePids), [10, 11])
-        XCTAssertEqual(table.markReady(0, generation: g2 - 1), [], "an old generation's hello stops nobody")
-        XCTAssertEqual(table.markReady(0, generation: g2), [10])
-        XCTAssertEqual(table.markReady(0, generation: g2), [], "each old process is signalled once")
+        XCTAssertEqual(table.stopOlder(0, than: g2 - 1, deadline: t0 + .seconds(4)), [], "an older generation stops nobody")
+        XCTAssertEqual(table.stopOlder(0, than: g2, deadline: t0 + .seconds(4)), [10])
+        XCTAssertEqual(table.stopOlder(0, than: g2, deadline: t0 + .seconds(4)), [], "each old process is signalled once")
+        XCTAssertFalse(table.isReplacing(0))
         let outcome = table.exited(pid: 10, at: t0 + .seconds(1))
         XCTAssertEqual(outcome?.wasCurrent, false)
         XCTAssertEqual(table.livePids, [11])
     }
 
+    func testRollBackGivesTheSlotBackToTheOldProcess() {
+        var table = ProcessTable(workerNum: 2, taskWorkerNum: 0)
+        let g1 = table.nextGeneration(0)
+        table.started(0, pid: 10, generation: g1, at: t0)
+        table.retireCurrent(0)
+        table.started(0, pid: 11, generation: table.nextGeneration(0), at: t0 + .seconds(1))
+        XCTAssertEqual(table.rollBack(0), 11, "the failed successor is to be stopped")
+        XCTAssertEqual(table.slots[0].current, 10)
+        XCTAssertEqual(table.slots[0].generation, g1)
+        XCTAssertFalse(table.isReplacing(0))
+        XCTAssertNil(table.exited(pid: 11, at: t0 + .seconds(2)), "the stopped successor belongs to no slot any more")
+        XCTAssertNil(table.rollBack(1), "nothing to roll back in a slot that is not being replaced")
+    }
+
     func testARetiredWorkerPastItsDeadlineIsReportedOnce() {
         var table = ProcessTable(workerNum: 1, taskWorkerNum: 0)
         table.started(0, pid: 10, generation: table.nextGeneration(0), at: t0)
-        table.retireCurrent(0, deadline: t0 + .seconds(3))
+        table.retireCurrent(0)
+        let g2 = table.nextGeneration(0)
+        table.started(0, pid: 11, generation: g2, at: t0)
+        _ = table.stopOlder(0, than: g2, deadline: t0 + .seconds(3))
         XCTAssertEqual(table.nextDeadline, t0 + .seconds(3))
         XCTAssertEqual(table.overdueRetired(now: t0 + .seconds(2)), [])
         XCTAssertEqual(table.overdueRetired(now: t0 + .seconds(4)), [10])

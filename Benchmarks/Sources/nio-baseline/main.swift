@@ -6,7 +6,6 @@
 // process model costs, and not a handicapped opponent: replies reuse the request's bytes, and
 // each read batch ends in one flush.
 import ArgumentParser
-import LineBench
 import NIOCore
 import NIOPosix
 

@@ -23,9 +23,12 @@ struct Handlers: Sendable {
     var managerStart: (@Sendable (Server) -> Void)?
     var managerStop: (@Sendable (Server) -> Void)?
     var workerError: (@Sendable (Server, WorkerExit) -> Void)?
+    var beforeReload: (@Sendable (Server) -> Void)?
+    var afterReload: (@Sendable (Server) -> Void)?
     // Workers and task workers.
     var workerStart: Callback<Int>?
     var workerStop: (@Sendable (Server, Int) -> Void)?
+    var workerExit: (@Sendable (Server, Int) -> Void)?
     var connect: Callback<ConnectEvent>?
     var receive: Callback<ReceiveEvent>?
     var close: Callback<ConnectEvent>?

@@ -97,6 +97,15 @@ public final class Server: @unchecked Sendable {
                                                               _ exitCode: Int32, _ signal: Int32) -> Void) {
         handlers.workerError = { server, exit in handler(server, exit.workerId, exit.pid, exit.exitCode, exit.signal) }
     }
+    /// Runs in the manager when a reload begins.
+    public func onBeforeReload(_ handler: @escaping @Sendable (Server) -> Void) { handlers.beforeReload = handler }
+    /// Runs in the manager when a reload has completed: every old worker has exited.
+    public func onAfterReload(_ handler: @escaping @Sendable (Server) -> Void) { handlers.afterReload = handler }
+    /// Runs in a worker that is stopping (reload, recycle, shutdown) while it still finishes
+    /// the work it holds: cancel timers and close what would keep it busy.
+    public func onWorkerExit(_ handler: @escaping @Sendable (Server, _ workerId: Int) -> Void) {
+        handlers.workerExit = handler
+    }
     /// Runs in each worker and task worker before it takes work.
     public func onWorkerStart(_ handler: @escaping @Sendable (Server, _ workerId: Int) throws -> Void) {
         handlers.workerStart = .sync { [unowned self] id in try handler(self, id) }

@@ -118,6 +118,9 @@ public struct ServerSettings: Sendable {
     public var taskQueueLimit: Int = 1024
     /// How long a stopping worker may take to finish what it holds, in seconds (3, as in Swoole).
     public var maxWaitTime: Double = 3
+    /// How long a new worker of a reload may take to become ready before the reload is
+    /// rolled back and the old workers keep serving, in seconds.
+    public var workerStartTimeout: Double = 10
     /// Seconds between two heartbeat scans; 0 with a `heartbeatIdleTime` means idle/2.
     public var heartbeatCheckInterval: Double = 0
     /// The framing of the main listener; `addListener` may give other ports their own.
@@ -153,6 +156,7 @@ public struct ServerSettings: Sendable {
         if taskWorkerConcurrency < 1 { throw fail("taskWorkerConcurrency", "must be at least 1, got \(taskWorkerConcurrency)") }
         if taskQueueLimit < 1 { throw fail("taskQueueLimit", "must be at least 1, got \(taskQueueLimit)") }
         if !(maxWaitTime > 0) { throw fail("maxWaitTime", "must be positive, got \(maxWaitTime)") }
+        if !(workerStartTimeout > 0) { throw fail("workerStartTimeout", "must be positive, got \(workerStartTimeout)") }
         if heartbeatCheckInterval < 0 { throw fail("heartbeatCheckInterval", "must not be negative") }
         if bufferOutputSize < 1 { throw fail("bufferOutputSize", "must be positive") }
         if backlog < 1 { throw fail("backlog", "must be positive") }

@@ -68,6 +68,10 @@ enum IPCMessage: Sendable, Equatable {
     case taskResult(id: UInt64, source: Int, status: TaskStatus, data: ByteBuffer)
     /// This worker has served its quota: start its successor (worker → master → manager).
     case recycle(workerId: Int, generation: Int)
+    /// Give work to this generation of the slot from now on (manager → master).
+    case activate(workerId: Int, generation: Int)
+    /// A reload ended: every new worker took over, or it was rolled back (manager → master).
+    case reloadDone(succeeded: Bool)
 }
 
 /// How a task ended, on the wire.
@@ -89,7 +93,7 @@ enum IPCCodec {
     private enum Tag: UInt8 {
         case hello = 1, connect, receive, close, packet, send, sendTo, closeConnection, done
         case pipeMessage, request, response, stopping, workerReady, reload, shutdown
-        case task, taskResult, recycle
+        case task, taskResult, recycle, activate, reloadDone
     }
 
     enum DecodeError: Error, Equatable {
@@ -188,6 +192,13 @@ enum IPCCodec {
             buffer.writeInteger(Tag.recycle.rawValue)
             buffer.writeInteger(Int32(workerId))
             buffer.writeInteger(UInt32(generation))
+        case let .activate(workerId, generation):
+            buffer.writeInteger(Tag.activate.rawValue)
+            buffer.writeInteger(Int32(workerId))
+            buffer.writeInteger(UInt32(generation))
+        case let .reloadDone(succeeded):
+            buffer.writeInteger(Tag.reloadDone.rawValue)
+            buffer.writeInteger(succeeded ? UInt8(1) : 0)
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start - headerSize), at: start)
     }
@@ -274,6 +285,10 @@ enum IPCCodec {
             return .taskResult(id: id, source: source, status: status, data: frame)
         case .recycle:
             return .recycle(workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)))
+        case .activate:
+            return .activate(workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)))
+        case .reloadDone:
+            return .reloadDone(succeeded: try read(UInt8.self) != 0)
         }
     }
 

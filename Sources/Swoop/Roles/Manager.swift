@@ -21,6 +21,22 @@ final class Manager {
     private var link: CInt = -1
     private var linkBuffer = ByteBuffer()
     private var stopping = false
+    /// The reload under way, and one asked for meanwhile (true: task workers only).
+    private var reloading: Reload?
+    private var queuedReload: Bool?
+
+    /// A reload: every slot in it gets a new process, and all of them are activated together
+    /// once all are ready, so that a new build that fails to start is rolled back whole.
+    private struct Reload {
+        var taskWorkersOnly: Bool
+        /// New generations not yet ready, by slot.
+        var starting: [Int: Int]
+        /// New generations ready and on standby, by slot.
+        var ready: [Int: Int] = [:]
+        var deadline: NIODeadline
+        var committed = false
+        var slots: [Int] { Array(starting.keys) + Array(ready.keys) }
+    }
     private var stopDeadline: NIODeadline?
     private var killedOnDeadline = false
 
@@ -126,6 +142,16 @@ final class Manager {
 
     private func reap() {
         while let exit = Syscall.reapChild() {
+            if let reload = reloading, !reload.committed,
+               let slot = reload.slots.first(where: { table.slots[$0].current == exit.pid }) {
+                // A new worker of a reload died before the reload took effect: the old
+                // workers keep serving, and this build is not used.
+                let what = table.slots[slot].isTaskWorker ? "task worker" : "worker"
+                server.handlers.workerError?(server, WorkerExit(workerId: slot, pid: exit.pid,
+                                                                 exitCode: exit.exitCode, signal: exit.signal))
+                rollBack("the new \(what) \(slot) (pid \(exit.pid)) exited during start-up (exit code \(exit.exitCode), signal \(exit.signal))")
+                continue
+            }
             guard let outcome = table.exited(pid: exit.pid, at: .now()) else { continue }
             let what = table.slots[outcome.slot].isTaskWorker ? "task worker" : "worker"
             if outcome.wasCurrent && !stopping {
@@ -144,12 +170,28 @@ final class Manager {
                 logger.warning("\(what) \(outcome.slot) (pid \(exit.pid)) exited abnormally while stopping: exit code \(exit.exitCode), signal \(exit.signal)")
             }
         }
+        finishReloadIfDone()
     }
 
     private func workerReady(_ slot: Int, generation: Int, pid: Int32) {
-        // The new generation takes work now: only then is the old one asked to stop, so the
+        guard table.slots.indices.contains(slot), table.slots[slot].generation == generation else { return }
+        if var reload = reloading, reload.starting[slot] == generation {
+            reload.starting[slot] = nil
+            reload.ready[slot] = generation
+            reloading = reload
+            if reload.starting.isEmpty { commitReload() }
+            return
+        }
+        // A replacement for a worker that died, or the successor of a recycled one: it takes
+        // over at once, and only then is the old one (if any) asked to stop, so that the
         // slot never has nobody to serve it.
-        for old in table.markReady(slot, generation: generation) {
+        activate(slot, generation: generation)
+    }
+
+    private func activate(_ slot: Int, generation: Int) {
+        try? sendToMaster(.activate(workerId: slot, generation: generation))
+        let deadline = NIODeadline.now() + .milliseconds(Int64(settings.maxWaitTime * 1000) + 1000)
+        for old in table.stopOlder(slot, than: generation, deadline: deadline) {
             Syscall.kill(old, SIGTERM)
         }
     }
@@ -158,18 +200,67 @@ final class Manager {
 
     private func reload(taskWorkersOnly: Bool) {
         guard !stopping else { return }
-        logger.info("reloading \(taskWorkersOnly ? "the task workers" : "all workers and task workers")")
-        for slot in table.slots.indices where !taskWorkersOnly || table.slots[slot].isTaskWorker {
-            table.retireCurrent(slot, deadline: .now() + .milliseconds(Int64(settings.maxWaitTime * 1000)) + .seconds(5))
-            spawn(slot)
+        if reloading != nil {
+            // Queued, not lost; a queued full reload covers a task-worker one.
+            queuedReload = (queuedReload ?? true) && taskWorkersOnly
+            logger.info("a reload is under way; this one (\(taskWorkersOnly ? "task workers" : "all workers")) will follow it")
+            return
         }
+        logger.info("reloading \(taskWorkersOnly ? "the task workers" : "all workers and task workers")")
+        server.handlers.beforeReload?(server)
+        var reload = Reload(taskWorkersOnly: taskWorkersOnly, starting: [:],
+                            deadline: .now() + .milliseconds(Int64(settings.workerStartTimeout * 1000)))
+        for slot in table.slots.indices where !taskWorkersOnly || table.slots[slot].isTaskWorker {
+            table.retireCurrent(slot)
+            spawn(slot)
+            reload.starting[slot] = table.slots[slot].generation
+        }
+        reloading = reload
+    }
+
+    /// Every new worker is ready: they all take over, and the old ones finish and exit.
+    private func commitReload() {
+        guard var reload = reloading else { return }
+        reload.committed = true
+        reloading = reload
+        for (slot, generation) in reload.ready { activate(slot, generation: generation) }
+        finishReloadIfDone()
+    }
+
+    /// A new worker failed: the new generation is stopped and the old one keeps its slots.
+    private func rollBack(_ reason: String) {
+        guard let reload = reloading else { return }
+        logger.error("reload rolled back: \(reason); the old workers keep serving")
+        for slot in reload.slots {
+            if let failed = table.rollBack(slot) { Syscall.kill(failed, SIGKILL) }
+        }
+        reloading = nil
+        try? sendToMaster(.reloadDone(succeeded: false))
+        startQueuedReload()
+    }
+
+    private func finishReloadIfDone() {
+        guard let reload = reloading, reload.committed,
+              !reload.slots.contains(where: { !table.slots[$0].retiring.isEmpty }) else { return }
+        reloading = nil
+        logger.info("reload complete")
+        server.handlers.afterReload?(server)
+        try? sendToMaster(.reloadDone(succeeded: true))
+        startQueuedReload()
+    }
+
+    private func startQueuedReload() {
+        guard let next = queuedReload else { return }
+        queuedReload = nil
+        reload(taskWorkersOnly: next)
     }
 
     /// A worker reached maxRequest (or taskMaxRequest): start its successor; it stops once
     /// the successor is ready, exactly as in a reload.
     private func recycle(_ slot: Int, generation: Int) {
-        guard !stopping, table.slots.indices.contains(slot), table.slots[slot].generation == generation else { return }
-        table.retireCurrent(slot, deadline: .now() + .milliseconds(Int64(settings.maxWaitTime * 1000)) + .seconds(5))
+        guard !stopping, table.slots.indices.contains(slot), table.slots[slot].generation == generation,
+              !(reloading?.slots.contains(slot) ?? false) else { return }
+        table.retireCurrent(slot)
         spawn(slot)
     }
 
@@ -196,7 +287,8 @@ final class Manager {
     // MARK: Timers
 
     private func nextTimeout() -> Int32 {
-        let deadlines = [stopDeadline, table.nextDeadline].compactMap { $0 }
+        let reloadDeadline = reloading.flatMap { $0.committed ? nil : $0.deadline }
+        let deadlines = [stopDeadline, table.nextDeadline, reloadDeadline].compactMap { $0 }
         guard let next = deadlines.min() else { return -1 }
         return Int32(max(0, min(Int64(Int32.max), (next - .now()).nanoseconds / 1_000_000)))
     }
@@ -209,6 +301,10 @@ final class Manager {
                 logger.warning("\(table.liveCount) worker(s) did not stop within maxWaitTime; killing them")
                 killAll()
             }
+        }
+        if let reload = reloading, !reload.committed, reload.deadline <= now {
+            let late = reload.starting.keys.sorted().map(String.init).joined(separator: ", ")
+            rollBack("worker(s) \(late) did not become ready within workerStartTimeout (\(settings.workerStartTimeout) s)")
         }
         for slot in table.dueRespawns(now: now) where !stopping { spawn(slot) }
         for pid in table.overdueRetired(now: now) {

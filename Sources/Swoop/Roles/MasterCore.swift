@@ -47,6 +47,8 @@ final class MasterCore: @unchecked Sendable {
     /// Every open IPC connection (workers of all generations and the manager).
     private var links: [ObjectIdentifier: Channel] = [:]
     private var current: [WorkerEndpoint?]
+    /// New generations waiting for the manager's word to take over their slot.
+    private var standby: [Int: WorkerEndpoint] = [:]
     private var everReady: Set<Int> = []
     private var managerChannel: Channel?
     /// Called on the main thread's pump.
@@ -77,27 +79,49 @@ final class MasterCore: @unchecked Sendable {
 
     // MARK: Workers
 
-    /// A worker said hello: it becomes its slot's current generation unless a newer one
-    /// already is.
+    /// A worker said hello. Into an empty slot (the first start, or a replacement for a
+    /// worker that died) it goes to work at once. Beside a live older generation (a reload or
+    /// a recycle) it waits on standby until the manager activates it: a reload that fails
+    /// can then be rolled back before any request reached the new code.
     func register(_ endpoint: WorkerEndpoint) {
-        let (isNew, allReady) = lock.withLock { () -> (Bool, Bool) in
-            guard endpoint.workerId >= 0, endpoint.workerId < current.count else { return (false, false) }
-            if let existing = current[endpoint.workerId], existing.generation > endpoint.generation {
-                return (false, false)
+        enum Placement { case active(allReady: Bool), standby, stale }
+        let placement = lock.withLock { () -> Placement in
+            guard endpoint.workerId >= 0, endpoint.workerId < current.count else { return .stale }
+            if let existing = current[endpoint.workerId], existing.channel.isActive {
+                if existing.generation >= endpoint.generation { return .stale }
+                standby[endpoint.workerId] = endpoint
+                return .standby
             }
             current[endpoint.workerId] = endpoint
             let first = everReady.count < current.count
             everReady.insert(endpoint.workerId)
-            return (true, first && everReady.count == current.count)
+            return .active(allReady: first && everReady.count == current.count)
         }
-        guard isNew else {
+        switch placement {
+        case .stale:
             logger.warning("worker \(endpoint.workerId) generation \(endpoint.generation) is older than the current one; ignored")
             return
+        case .standby:
+            logger.debug("worker \(endpoint.workerId) generation \(endpoint.generation) pid \(endpoint.pid) is ready (standby)")
+        case .active(let allReady):
+            logger.debug("worker \(endpoint.workerId) generation \(endpoint.generation) pid \(endpoint.pid) is ready")
+            if endpoint.role == .taskWorker { tasks.register(endpoint) } else { publish() }
+            if allReady { events.allWorkersReady() }
         }
-        logger.debug("worker \(endpoint.workerId) generation \(endpoint.generation) pid \(endpoint.pid) is ready")
-        if endpoint.role == .taskWorker { tasks.register(endpoint) } else { publish() }
         sendToManager(.workerReady(workerId: endpoint.workerId, generation: endpoint.generation, pid: endpoint.pid))
-        if allReady { events.allWorkersReady() }
+    }
+
+    /// The manager activates a standby generation: it takes the slot's work from now on.
+    func activate(workerId: Int, generation: Int) {
+        let promoted = lock.withLock { () -> WorkerEndpoint? in
+            guard workerId >= 0, workerId < current.count,
+                  let waiting = standby[workerId], waiting.generation == generation else { return nil }
+            standby[workerId] = nil
+            current[workerId] = waiting
+            return waiting
+        }
+        guard let promoted else { return }
+        if promoted.role == .taskWorker { tasks.register(promoted) } else { publish() }
     }
 
     /// A worker's connection closed (it exited or crashed).
@@ -112,11 +136,12 @@ final class MasterCore: @unchecked Sendable {
             }
         }
         let changed = lock.withLock { () -> Bool in
+            if standby[endpoint.workerId] === endpoint { standby[endpoint.workerId] = nil }
             guard current[endpoint.workerId] === endpoint else { return false }
             current[endpoint.workerId] = nil
             return true
         }
-        if changed { publish() }
+        if changed && endpoint.role == .worker { publish() }
     }
 
     /// A worker is stopping: no more work for it. The returned future completes once every
@@ -201,6 +226,9 @@ final class MasterCore: @unchecked Sendable {
     func managerLinked(_ channel: Channel) {
         lock.withLock { managerChannel = channel }
     }
+
+    /// Whether the last reload succeeded (nil while none has ended).
+    let lastReload = NIOLockedValueBox<Bool?>(nil)
 
     func managerLinkLost() {
         lock.withLock { managerChannel = nil }

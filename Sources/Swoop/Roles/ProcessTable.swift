@@ -23,8 +23,9 @@ struct ProcessTable {
     struct Retired {
         var pid: Int32
         var generation: Int
-        var deadline: NIODeadline
-        var signalled = false
+        var startedAt: NIODeadline?
+        /// Set when it is asked to stop: it is killed if still alive then.
+        var deadline: NIODeadline?
     }
 
     /// What an exit meant.
@@ -62,24 +63,44 @@ struct ProcessTable {
         slots[slot].respawnAt = nil
     }
 
-    /// Moves the slot's current process to the retiring list; it is signalled once its
-    /// successor is ready, and killed after `deadline`.
-    mutating func retireCurrent(_ slot: Int, deadline: NIODeadline) {
+    /// Moves the slot's current process to the retiring list, to be replaced by a new one:
+    /// it goes on serving until its successor is activated.
+    mutating func retireCurrent(_ slot: Int) {
         guard let pid = slots[slot].current else { return }
-        slots[slot].retiring.append(Retired(pid: pid, generation: slots[slot].generation, deadline: deadline))
+        slots[slot].retiring.append(Retired(pid: pid, generation: slots[slot].generation,
+                                            startedAt: slots[slot].startedAt))
         slots[slot].current = nil
     }
 
-    /// Generation `generation` of `slot` is ready: the pids of older generations to stop now.
-    mutating func markReady(_ slot: Int, generation: Int) -> [Int32] {
+    /// The successor of `slot` is active: the pids of older generations to stop now, each
+    /// to be killed if it is still alive at `deadline`.
+    mutating func stopOlder(_ slot: Int, than generation: Int, deadline: NIODeadline) -> [Int32] {
         guard slots.indices.contains(slot) else { return [] }
         var stop: [Int32] = []
-        for i in slots[slot].retiring.indices where !slots[slot].retiring[i].signalled
+        for i in slots[slot].retiring.indices where slots[slot].retiring[i].deadline == nil
             && slots[slot].retiring[i].generation < generation {
-            slots[slot].retiring[i].signalled = true
+            slots[slot].retiring[i].deadline = deadline
             stop.append(slots[slot].retiring[i].pid)
         }
         return stop
+    }
+
+    /// Undoes a replacement that failed: the newest retiring process serves the slot again.
+    /// Returns the failed successor's pid, if it is still alive, to be stopped.
+    mutating func rollBack(_ slot: Int) -> Int32? {
+        guard let old = slots[slot].retiring.last(where: { $0.deadline == nil }) else { return nil }
+        let failed = slots[slot].current
+        slots[slot].retiring.removeAll { $0.pid == old.pid }
+        slots[slot].current = old.pid
+        slots[slot].generation = old.generation
+        slots[slot].startedAt = old.startedAt
+        slots[slot].respawnAt = nil
+        return failed
+    }
+
+    /// Whether the slot is being replaced: an older process still serves it.
+    func isReplacing(_ slot: Int) -> Bool {
+        slots[slot].retiring.contains { $0.deadline == nil }
     }
 
     mutating func exited(pid: Int32, at now: NIODeadline) -> Outcome? {
@@ -129,16 +150,18 @@ struct ProcessTable {
     mutating func overdueRetired(now: NIODeadline) -> [Int32] {
         var overdue: [Int32] = []
         for i in slots.indices {
-            for r in slots[i].retiring.indices where slots[i].retiring[r].deadline <= now {
-                overdue.append(slots[i].retiring[r].pid)
-                slots[i].retiring[r].deadline = .distantFuture
+            for r in slots[i].retiring.indices {
+                if let deadline = slots[i].retiring[r].deadline, deadline <= now {
+                    overdue.append(slots[i].retiring[r].pid)
+                    slots[i].retiring[r].deadline = .distantFuture
+                }
             }
         }
         return overdue
     }
 
     var nextDeadline: NIODeadline? {
-        let times = slots.flatMap { slot in [slot.respawnAt].compactMap { $0 } + slot.retiring.map(\.deadline) }
+        let times = slots.flatMap { slot in [slot.respawnAt].compactMap { $0 } + slot.retiring.compactMap(\.deadline) }
         return times.filter { $0 != .distantFuture }.min()
     }
 

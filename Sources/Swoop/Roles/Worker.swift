@@ -460,6 +460,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         logger.debug("worker \(server.context.workerId) stopping (\(reason))")
         write(.stopping)
         flush()
+        if running > 0 { handlers.workerExit?(server, server.context.workerId) }
         let wait = TimeAmount.milliseconds(Int64(server.settings.maxWaitTime * 1000))
         stopDeadline = loop.scheduleTask(in: wait) {
             self.logger.warning("worker \(self.server.context.workerId) still had \(self.running) handler(s) running after maxWaitTime; exiting anyway")

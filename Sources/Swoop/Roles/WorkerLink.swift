@@ -81,7 +81,14 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         if isManager {
-            core.logger.warning("unexpected message from the manager: \(message)")
+            switch message {
+            case let .activate(workerId, generation):
+                core.activate(workerId: workerId, generation: generation)
+            case let .reloadDone(succeeded):
+                core.lastReload.withLockedValue { $0 = succeeded }
+            default:
+                core.logger.warning("unexpected message from the manager: \(message)")
+            }
             return
         }
         // The token is random per server run and travels only in the children's environment,

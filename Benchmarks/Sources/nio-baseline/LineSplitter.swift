@@ -1,5 +1,4 @@
-// What the benchmark's server and load generator share: how a byte stream is cut into lines,
-// and small ByteBuffer helpers that keep the per-request path free of String allocations.
+// How nio-baseline cuts its byte stream into lines, and how it announces that it is ready.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -14,23 +13,23 @@ import NIOCore
 /// Each line is a slice of the bytes that were read, not a copy, so a server can write (part
 /// of) it straight back. Bytes after the last `"\n"` wait for the next read; a stream that
 /// ends in the middle of a line drops that fragment, as it is no complete request.
-public struct LineSplitter: ByteToMessageDecoder {
-    public typealias InboundOut = ByteBuffer
+struct LineSplitter: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
 
     /// A line this long without a terminator is an error: a peer must not make the decoder
     /// buffer without bound.
-    public let maximumLineLength: Int
+    let maximumLineLength: Int
 
     /// How many bytes at the front of the buffer were already searched for `"\n"`, so that a
     /// line arriving in many small reads is not searched again from its start on each one.
     private var searched = 0
 
     /// Creates a splitter that refuses lines longer than `maximumLineLength` bytes.
-    public init(maximumLineLength: Int = 64 * 1024) {
+    init(maximumLineLength: Int = 64 * 1024) {
         self.maximumLineLength = maximumLineLength
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         let view = buffer.readableBytesView
         let from = view.index(view.startIndex, offsetBy: searched)
         guard let newline = view[from...].firstIndex(of: UInt8(ascii: "\n")) else {
@@ -46,47 +45,10 @@ public struct LineSplitter: ByteToMessageDecoder {
 }
 
 /// A peer sent more than ``LineSplitter/maximumLineLength`` bytes without a `"\n"`.
-public struct LineTooLongError: Error, CustomStringConvertible {
+struct LineTooLongError: Error, CustomStringConvertible {
     /// The bytes buffered when the splitter gave up.
-    public let length: Int
-    public var description: String { "a line of more than \(length) bytes without a terminator" }
-}
-
-extension ByteBuffer {
-    /// Appends `value` (not negative) as ASCII decimal digits, without going through `String`.
-    ///
-    /// The load generator writes a counter into every request and into every reply it
-    /// expects; doing that through string interpolation would allocate on each request.
-    @discardableResult
-    public mutating func writeDecimal(_ value: Int) -> Int {
-        precondition(value >= 0, "writeDecimal takes a value that is not negative")
-        var digits = 1
-        var rest = value / 10
-        while rest > 0 {
-            digits += 1
-            rest /= 10
-        }
-        return writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { bytes in
-            var rest = value
-            for position in stride(from: digits - 1, through: 0, by: -1) {
-                bytes[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
-                rest /= 10
-            }
-            return digits
-        }
-    }
-
-    /// Whether the readable bytes begin with `prefix`.
-    public func hasPrefix(_ prefix: ByteBuffer) -> Bool {
-        guard readableBytes >= prefix.readableBytes else { return false }
-        return getSlice(at: readerIndex, length: prefix.readableBytes) == prefix
-    }
-
-    /// Whether the readable bytes end with `suffix`.
-    public func hasSuffix(_ suffix: ByteBuffer) -> Bool {
-        guard readableBytes >= suffix.readableBytes else { return false }
-        return getSlice(at: writerIndex - suffix.readableBytes, length: suffix.readableBytes) == suffix
-    }
+    let length: Int
+    var description: String { "a line of more than \(length) bytes without a terminator" }
 }
 
 /// Writes `line` to standard output at once, unbuffered.
@@ -94,7 +56,7 @@ extension ByteBuffer {
 /// The harness waits for a program's ready line on a pipe; stdio would hold it in its buffer
 /// (stdout is not a terminal there), and Swift 6 forbids touching C's global `stdout` to
 /// flush it, so the line goes out with one `write(2)` instead.
-public func announce(_ line: String) {
+func announce(_ line: String) {
     var text = line
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { bytes in
