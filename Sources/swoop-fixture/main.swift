@@ -18,6 +18,10 @@ struct Fixture: ParsableCommand {
     @Flag(name: .customLong("custom-dispatch")) var customDispatch = false
     @Option(name: .customLong("log-file")) var logFile: String?
     @Option(name: .customLong("task-worker-num")) var taskWorkerNum = 0
+    @Option(name: .customLong("max-wait-time")) var maxWaitTime: Double = 3
+    @Option(name: .customLong("worker-start-timeout")) var workerStartTimeout: Double = 10
+    /// While this file exists, every worker aborts in onWorkerStart (a build that cannot boot).
+    @Option(name: .customLong("crash-on-start-file")) var crashOnStartFile: String?
     @Option(name: .customLong("task-max-request")) var taskMaxRequest = 0
     @Option(name: .customLong("task-queue-limit")) var taskQueueLimit = 1024
 
@@ -29,6 +33,8 @@ struct Fixture: ParsableCommand {
         settings.bufferOutputSize = bufferOutputSize
         settings.protocol.packageMaxLength = packageMaxLength
         settings.taskWorkerNum = taskWorkerNum
+        settings.maxWaitTime = maxWaitTime
+        settings.workerStartTimeout = workerStartTimeout
         settings.taskMaxRequest = taskMaxRequest
         settings.taskQueueLimit = taskQueueLimit
         switch framing {
@@ -52,6 +58,15 @@ struct Fixture: ParsableCommand {
         if let unixPath { server.addListener(host: unixPath, port: 0, type: .unixStream) }
         let lengthFraming = framing == "length"
 
+        let crashFile = crashOnStartFile
+        server.onWorkerStart { server, workerId in
+            if let crashFile, FileManager.default.fileExists(atPath: crashFile) {
+                server.logger.info("worker \(workerId) crashing on start (\(crashFile) exists)")
+                abort()
+            }
+        }
+        server.onBeforeReload { server in server.logger.info("onBeforeReload") }
+        server.onAfterReload { server in server.logger.info("onAfterReload") }
         server.onStart { server in
             FileHandle.standardOutput.write(Data("swoop-fixture ready master=\(server.masterPid) manager=\(server.managerPid) port=\(server.ports[0]) udp-port=0 http-port=0\n".utf8))
         }
@@ -102,6 +117,10 @@ struct Fixture: ParsableCommand {
                 let all = try await server.connections()
                 let line = "exists=\(exists) gone=\(gone) connections=\(all.count) remote=\(info?.remoteIP ?? "-") reactor=\(info?.reactorId ?? -1) server_port=\(info?.serverPort ?? -1)"
                 try reply(ByteBuffer(string: line))
+            case let other where other.hasPrefix("sleep "):
+                let ms = Int(other.dropFirst(6)) ?? 0
+                try await Task.sleep(for: .milliseconds(ms))
+                try reply(ByteBuffer(string: "slept \(ms)"))
             case "reload":
                 try server.reload()
                 try reply(ByteBuffer(string: "reloading"))

@@ -8,22 +8,14 @@ import Glibc
 /// length framing, a throwing handler, clientInfo/exists/connections, custom dispatch,
 /// a Unix-socket listener and the output buffer bound.
 final class FixtureTests: SwoopTestCase {
-    private func frame(_ text: String) -> [UInt8] { frame(Array(text.utf8)) }
-    private func frame(_ body: [UInt8]) -> [UInt8] {
-        let n = UInt32(body.count)
-        return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + body
+    private func frame(_ text: String) -> [UInt8] {
+        let n = UInt32(text.utf8.count)
+        return [UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + Array(text.utf8)
     }
 
-    private func readFrame(_ client: LineClient, timeout: TimeInterval = 5) throws -> String {
-        let header = try client.readBytes(4, timeout: timeout)
-        let n = header.reduce(0) { $0 << 8 | Int($1) }
-        return String(decoding: try client.readBytes(n, timeout: timeout), as: UTF8.self)
-    }
+    private func readFrame(_ client: LineClient) throws -> String { try client.readFramed(timeout: 5) }
 
-    private func ask(_ client: LineClient, _ text: String) throws -> String {
-        try client.sendRaw(frame(text))
-        return try readFrame(client)
-    }
+    private func ask(_ client: LineClient, _ text: String) throws -> String { try client.askFramed(text, timeout: 5) }
 
     func testLengthFramingSplitAndCoalescedPackets() throws {
         let server = try startServer(["--framing", "length"], program: "swoop-fixture")

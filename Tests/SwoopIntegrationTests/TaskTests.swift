@@ -101,12 +101,7 @@ final class FixtureTaskTests: SwoopTestCase {
     }
 
     private func ask(_ client: LineClient, _ text: String, timeout: TimeInterval = 20) throws -> String {
-        let body = Array(text.utf8)
-        let n = UInt32(body.count)
-        try client.sendRaw([UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + body)
-        let header = try client.readBytes(4, timeout: timeout)
-        let length = header.reduce(0) { $0 << 8 | Int($1) }
-        return String(decoding: try client.readBytes(length, timeout: timeout), as: UTF8.self)
+        try client.askFramed(text, timeout: timeout)
     }
 
     func testPayloadsTravelWholeAndOversizeIsRefused() throws {

@@ -30,6 +30,7 @@ final class MasterCore: @unchecked Sendable {
     let logger: Logger
     let token: UInt64
     let stats = MasterStats()
+    let metrics = ServerMetrics()
     let tasks: TaskScheduler
     let reactorGroup: ReactorGroup
     private(set) var reactors: [Reactor] = []
@@ -148,25 +149,36 @@ final class MasterCore: @unchecked Sendable {
     /// reactor has stopped dispatching to it, so the acknowledgement the worker gets is the
     /// last frame it will receive.
     func retire(_ endpoint: WorkerEndpoint) -> EventLoopFuture<Void> {
-        if endpoint.role == .taskWorker { tasks.retire(endpoint) }
-        let changed = lock.withLock { () -> Bool in
-            guard current[endpoint.workerId] === endpoint else { return false }
-            current[endpoint.workerId] = nil
-            return true
+        if endpoint.role == .taskWorker {
+            tasks.retire(endpoint)
+            return endpoint.channel.eventLoop.makeSucceededVoidFuture()
         }
-        return changed && endpoint.role == .worker ? publish(on: endpoint.channel.eventLoop) : endpoint.channel.eventLoop.makeSucceededVoidFuture()
+        lock.withLock {
+            if current[endpoint.workerId] === endpoint { current[endpoint.workerId] = nil }
+        }
+        // Published even when the table did not change here: a successor's activation may
+        // still be on its way to some reactor, which until then dispatches to this worker.
+        // Once every reactor has applied this table, none does.
+        return publish(on: endpoint.channel.eventLoop)
     }
 
     func endpoint(_ workerId: Int) -> WorkerEndpoint? {
         lock.withLock { workerId >= 0 && workerId < current.count ? current[workerId] : nil }
     }
 
+    /// Sends the current table of event workers to every reactor. The table is read and the
+    /// tasks are queued under one lock, so that reactors receive tables in the order they
+    /// changed and a slow publisher can never overwrite a newer table with an older one. The
+    /// future completes once every reactor has applied it (and so everything queued before).
     @discardableResult
     private func publish(on loop: EventLoop? = nil) -> EventLoopFuture<Void> {
-        if closing.load(ordering: .relaxed) { return (loop ?? reactors[0].loop).makeSucceededVoidFuture() }
-        let table = lock.withLock { Array(current[0..<settings.workerNum]) }
-        let futures = reactors.map { reactor in reactor.loop.submit { reactor.publish(table) } }
-        return EventLoopFuture.andAllComplete(futures, on: loop ?? reactors[0].loop)
+        let target = loop ?? reactors[0].loop
+        if closing.load(ordering: .relaxed) { return target.makeSucceededVoidFuture() }
+        let futures = lock.withLock { () -> [EventLoopFuture<Void>] in
+            let table = Array(current[0..<settings.workerNum])
+            return reactors.map { reactor in reactor.loop.submit { reactor.publish(table) } }
+        }
+        return EventLoopFuture.andAllComplete(futures, on: target)
     }
 
     func relayPipeMessage(from: Int, to: Int, data: ByteBuffer) {
@@ -229,17 +241,33 @@ final class MasterCore: @unchecked Sendable {
 
     /// Whether the last reload succeeded (nil while none has ended).
     let lastReload = NIOLockedValueBox<Bool?>(nil)
+    /// Who waits for the outcome of which reload (the control socket's `reload`).
+    let reloads = NIOLockedValueBox(ReloadTracker<@Sendable (Bool?) -> Void>())
+
+    /// A reload was asked of the manager; `done` gets its outcome.
+    func reloadRequested(done: (@Sendable (Bool?) -> Void)?) {
+        reloads.withLockedValue { $0.requested(done) }
+    }
+
+    /// The manager reported the end of a reload.
+    func reloadFinished(succeeded: Bool) {
+        lastReload.withLockedValue { $0 = succeeded }
+        for done in reloads.withLockedValue({ $0.finished() }) { done(succeeded) }
+    }
 
     func managerLinkLost() {
         lock.withLock { managerChannel = nil }
         events.managerLinkLost()
     }
 
-    func sendToManager(_ message: IPCMessage) {
-        guard let channel = lock.withLock({ managerChannel }) else { return }
+    /// Sends a message to the manager; false when it is not connected.
+    @discardableResult
+    func sendToManager(_ message: IPCMessage) -> Bool {
+        guard let channel = lock.withLock({ managerChannel }) else { return false }
         var frame = channel.allocator.buffer(capacity: 32)
         IPCCodec.encode(message, into: &frame)
         channel.writeAndFlush(frame, promise: nil)
+        return true
     }
 
     // MARK: Queries
@@ -274,7 +302,8 @@ final class MasterCore: @unchecked Sendable {
     }
 
     func statsSnapshot() -> ServerStats {
-        ServerStats(
+        let workers = workerSnapshot()
+        let snapshot = ServerStats(
             start_time: stats.startTime,
             connection_num: stats.connectionCount.load(ordering: .relaxed),
             accept_count: stats.acceptCount.load(ordering: .relaxed),
@@ -288,7 +317,23 @@ final class MasterCore: @unchecked Sendable {
             task_worker_num: settings.taskWorkerNum,
             reload_count: stats.reloadCount.load(ordering: .relaxed),
             tasking_num: tasks.counts.running,
-            task_queue_num: tasks.counts.queued)
+            task_queue_num: tasks.counts.queued,
+            idle_worker_num: workers.filter { $0.type == "worker" && $0.in_flight == 0 }.count,
+            task_idle_worker_num: workers.filter { $0.type == "task_worker" && $0.in_flight == 0 }.count,
+            workers: workers)
+        metrics.record(snapshot)
+        return snapshot
+    }
+
+    /// The process serving each slot now, with its figures.
+    func workerSnapshot() -> [WorkerStats] {
+        (0..<(settings.workerNum + settings.taskWorkerNum)).compactMap { id in
+            guard let endpoint = endpoint(id) else { return nil }
+            let isTask = endpoint.role == .taskWorker
+            return WorkerStats(worker_id: id, pid: endpoint.pid, type: isTask ? "task_worker" : "worker",
+                               request_count: endpoint.served.load(ordering: .relaxed),
+                               in_flight: isTask ? tasks.held(by: endpoint) : endpoint.inFlight.load(ordering: .relaxed))
+        }
     }
 }
 

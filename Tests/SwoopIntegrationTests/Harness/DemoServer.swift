@@ -128,8 +128,9 @@ final class DemoServer: @unchecked Sendable {
     /// - Throws: if the binary is missing, the process exits before it is ready (the error
     ///   carries its stderr), or `timeout` seconds pass without a ready line. In every
     ///   error case the spawned tree has been killed.
-    static func start(args: [String] = [], timeout: TimeInterval = 20, program: String = "swoop-demo") throws -> DemoServer {
-        let binary = try DemoBinary.path(program)
+    static func start(args: [String] = [], timeout: TimeInterval = 20, program: String = "swoop-demo",
+                      binary explicitBinary: String? = nil) throws -> DemoServer {
+        let binary = try explicitBinary ?? DemoBinary.path(program)
         let directory = try makeTemporaryDirectory()
         let stderrPath = directory + "/stderr.txt"
         var arguments = args
