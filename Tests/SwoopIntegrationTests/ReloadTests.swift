@@ -137,3 +137,23 @@ final class ReloadTests: SwoopTestCase {
         XCTAssertTrue(server.readLog().contains { $0.contains("will follow it") })
     }
 }
+
+extension ReloadTests {
+    func testMaxRequestRecyclesWorkersWithoutFailingARequest() throws {
+        let server = try startServer(["--worker-num", "1", "--max-request", "20"])
+        let client = try connect(server)
+        var pids = Set<Int32>()
+        // Paced, because a recycled worker serves on until its successor is up (tens of ms).
+        for i in 0..<150 {
+            XCTAssertEqual(try client.request("echo r\(i)", timeout: 10), "r\(i)")
+            if i % 10 == 0 { pids.insert(try whoami(client).pid) }
+            Thread.sleep(forTimeInterval: 0.004)
+        }
+        // 20 requests plus a random grace of up to 10 each.
+        try eventually("the worker was recycled several times") {
+            server.readLog().filter { $0.contains("recycling it") }.count >= 3
+        }
+        XCTAssertGreaterThanOrEqual(pids.count, 3, "successive workers served the same connection: \(pids)")
+        XCTAssertNil(logEvent(server, "onWorkerError"), "a recycle is not an error")
+    }
+}
