@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <sys/syscall.h>
+#if __has_include(<linux/close_range.h>)
+#include <linux/close_range.h>
+#endif
 
 extern char **environ;
 
@@ -144,6 +148,24 @@ pid_t cswoop_spawn(const char *path, char *const argv[], char *const envp[],
         }
         for (int i = 0; i < fd_map_count; i++) {
             if (dup2(moved[i], fd_map[2 * i + 1]) < 0) { err = errno; goto fail; }
+        }
+        if (flags & CSWOOP_SPAWN_CLOSE_OTHERS) {
+            /* Marked close-on-exec rather than closed: the report pipe must live until exec. */
+            int first = 0;
+            for (int i = 0; i < fd_map_count; i++) {
+                if (fd_map[2 * i + 1] >= first) first = fd_map[2 * i + 1] + 1;
+            }
+#if defined(SYS_close_range) && defined(CLOSE_RANGE_CLOEXEC)
+            if (syscall(SYS_close_range, (unsigned)first, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+#endif
+            {
+                long limit = sysconf(_SC_OPEN_MAX);
+                if (limit < 0 || limit > 65536) limit = 65536;
+                for (int fd = first; fd < limit; fd++) {
+                    int fdflags = fcntl(fd, F_GETFD);
+                    if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC);
+                }
+            }
         }
         execve(path, argv, envp);
         err = errno;
@@ -305,3 +327,19 @@ int cswoop_listen_unix_path(const char *path, int backlog, int mode) {
 }
 
 int cswoop_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+#include <sys/syscall.h>
+
+int cswoop_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int cswoop_dup3(int source, int target, int cloexec) {
+    return dup3(source, target, cloexec ? O_CLOEXEC : 0);
+}

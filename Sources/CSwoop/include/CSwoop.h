@@ -5,6 +5,9 @@
 /// Flags for cswoop_spawn.
 #define CSWOOP_SPAWN_NEW_PGROUP 1
 #define CSWOOP_SPAWN_SETSID     2
+/// Every descriptor above the mapped ones is closed at exec: a daemon must not keep its
+/// launcher's pipes and sockets open (a caller waiting for their end would wait forever).
+#define CSWOOP_SPAWN_CLOSE_OTHERS 4
 
 /// Forks and execs `path` without running any Swift code in the child: the child only
 /// resets its signal state, applies `fd_map` (pairs of source, target), optionally sets
@@ -52,3 +55,19 @@ int cswoop_listen_unix_path(const char *path, int backlog, int mode);
 
 /// accept4 with SOCK_CLOEXEC | SOCK_NONBLOCK.
 int cswoop_accept(int fd);
+
+/// The credentials of a Unix socket's peer (the layout of Linux's `struct ucred`, which
+/// Swift cannot see without _GNU_SOURCE), for getsockopt(SO_PEERCRED).
+typedef struct cswoop_ucred {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+} cswoop_ucred;
+
+/// A descriptor that becomes readable when process `pid` exits (pidfd_open, Linux 5.3+).
+/// Close-on-exec. Returns -1 with errno (ENOSYS on older kernels).
+int cswoop_pidfd_open(pid_t pid);
+
+/// Points descriptor `target` at what `source` refers to, atomically, keeping `target`
+/// close-on-exec when `cloexec` (dup3).
+int cswoop_dup3(int source, int target, int cloexec);

@@ -166,24 +166,76 @@ public final class Server: @unchecked Sendable {
 
     /// Starts the server. In the master it returns once the server has stopped (SIGTERM,
     /// SIGINT or ``shutdown()``); in the manager and the workers it never returns.
+    ///
+    /// With ``ServerSettings/daemonize``, the process that calls it starts the server in the
+    /// background and waits: it exits with status 0 once the daemon is ready (its pid file
+    /// written, `onStart` run), and otherwise throws the error the daemon's start failed
+    /// with (a port in use, a pid file held by a running server, an unwritable log file).
+    ///
+    /// ```swift
+    /// do {
+    ///     try server.start()
+    /// } catch {
+    ///     print("cannot start: \(error)")   // also for a daemon that failed to start
+    ///     exit(1)
+    /// }
+    /// ```
     public func start() throws {
         guard !started else { throw ServerError.alreadyStarted }
         started = true
+        let handshake = context.role == .master ? Daemon.Handshake.current : nil
+        do {
+            try prepare()
+            if context.role == .master && settings.daemonize && handshake == nil {
+                _ = try Daemon.launch(settings: settings, executable: context.executable,
+                                      arguments: ProcessTitle.originalArguments)
+                exit(0)
+            }
+            try ServerLog.bootstrapIfNeeded(settings: settings, context: context)
+            logger = try ServerLog.makeLogger(settings: settings, context: context)
+        } catch {
+            handshake?.failed(error)
+            throw error
+        }
+        switch context.role {
+        case .master:
+            let master = Master(server: self)
+            self.master = master
+            do {
+                try master.run()
+            } catch {
+                handshake?.failed(error)
+                throw error
+            }
+            if let handshake, handshake.isPending {
+                handshake.failed(ServerError.daemonFailed(reason: "the server stopped before it was ready; see the log"))
+            }
+        case .manager:
+            Manager(server: self).run()
+        case .worker, .taskWorker:
+            WorkerProcess(server: self).run()
+        }
+    }
+
+    /// Checks the settings and, in the master, that no running server holds the pid file
+    /// and that the log file can be opened.
+    private func prepare() throws {
         try settings.validate()
         for (index, listener) in listeners.enumerated() where listener.protocol != nil {
             try listener.protocol!.validate(prefix: "listener[\(index)].protocol.")
         }
         if settings.reactorNum > settings.workerNum { settings.reactorNum = settings.workerNum }
-        logger = ServerLog.makeLogger(settings: settings, context: context)
-        switch context.role {
-        case .master:
-            let master = Master(server: self)
-            self.master = master
-            try master.run()
-        case .manager:
-            Manager(server: self).run()
-        case .worker, .taskWorker:
-            WorkerProcess(server: self).run()
+        guard context.role == .master else { return }
+        _ = try LogSink.shared(path: settings.logFile, rotation: settings.logRotation)
+        if let path = settings.pidFile {
+            if case let .master(pid) = PidFile(path: path).holder() {
+                throw ServerError.alreadyRunning(pid: pid, pidFile: path)
+            }
+            let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+            if access(directory.isEmpty ? "/" : directory, W_OK) != 0 {
+                throw ServerError.invalidSetting(name: "pidFile",
+                                                 reason: "cannot write in \(directory): \(String(cString: strerror(errno)))")
+            }
         }
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 
 /// How the master chooses the worker that gets a packet (Swoole's `dispatch_mode`).
@@ -129,12 +132,33 @@ public struct ServerSettings: Sendable {
     public var bufferOutputSize: Int = 2 * 1024 * 1024
     /// The listen() backlog.
     public var backlog: Int = 512
-    /// Where every process appends its log lines; nil: standard error.
+    /// Where every process appends its log lines; nil: standard error. Start-up fails with
+    /// ``ServerError/logFileUnwritable(path:reason:)`` when it cannot be opened. SIGWINCH to
+    /// the master reopens it in every process (for logrotate).
     public var logFile: String? = nil
     /// The lowest level that is logged.
     public var logLevel: LogLevel = .info
-    /// Where the master writes its pid once ready; removed on stop.
+    /// `.daily`: write to `logFile` suffixed with the day (`server.log.20261128`), switching
+    /// at midnight, as Swoole's `log_rotation` does. Needs `logFile`.
+    public var logRotation: LogRotation = .single
+    /// Whether `start()` points swift-log at Swoop's log (`LoggingSystem.bootstrap`), so that
+    /// your own `Logger`s write to the same file with the same stamps. It does so only while
+    /// swift-log still has its default handler; set this to false when you bootstrap swift-log
+    /// with `StreamLogHandler` yourself.
+    public var bootstrapLogging: Bool = true
+    /// Where the master writes its pid once ready; removed on stop. A start fails with
+    /// ``ServerError/alreadyRunning(pid:pidFile:)`` while a live master holds it, and
+    /// replaces a stale one.
     public var pidFile: String? = nil
+    /// Run in the background, detached from the terminal: see ``Server/start()``.
+    ///
+    /// ```swift
+    /// settings.daemonize = true
+    /// settings.logFile = "/var/log/app/server.log"   // standard output and errors go here
+    /// settings.pidFile = "/run/app/server.pid"
+    /// try server.start()   // the launching process exits 0 once the daemon is ready
+    /// ```
+    public var daemonize: Bool = false
 
     public init() {}
 
@@ -160,6 +184,9 @@ public struct ServerSettings: Sendable {
         if heartbeatCheckInterval < 0 { throw fail("heartbeatCheckInterval", "must not be negative") }
         if bufferOutputSize < 1 { throw fail("bufferOutputSize", "must be positive") }
         if backlog < 1 { throw fail("backlog", "must be positive") }
+        if logFile?.isEmpty == true { throw fail("logFile", "must not be empty (nil: standard error)") }
+        if pidFile?.isEmpty == true { throw fail("pidFile", "must not be empty") }
+        if logRotation != .single && logFile == nil { throw fail("logRotation", "needs a logFile") }
         try `protocol`.validate(prefix: "protocol.")
     }
 }
@@ -185,6 +212,33 @@ extension ProtocolSettings {
         }
         if heartbeatIdleTime < 0 { throw fail("heartbeatIdleTime", "must not be negative") }
     }
+}
+
+/// How the log file is split over time (Swoole's `log_rotation`).
+public struct LogRotation: Sendable, Equatable, CustomStringConvertible {
+    enum Kind: Sendable, Equatable { case single, daily }
+    let kind: Kind
+
+    /// One file, `logFile` itself (rotate it with logrotate and SIGWINCH).
+    public static let single = LogRotation(kind: .single)
+    /// One file per day: `logFile` suffixed with `.YYYYMMDD`, local time.
+    public static let daily = LogRotation(kind: .daily)
+
+    /// The file written during the day that `time` (seconds since 1970) falls in.
+    func path(base: String, at time: Int) -> String {
+        switch kind {
+        case .single:
+            return base
+        case .daily:
+            var seconds = time
+            var parts = tm()
+            localtime_r(&seconds, &parts)
+            let day = Int(parts.tm_year + 1900) * 10000 + Int(parts.tm_mon + 1) * 100 + Int(parts.tm_mday)
+            return "\(base).\(day)"
+        }
+    }
+
+    public var description: String { kind == .single ? "single" : "daily" }
 }
 
 /// Log levels, lowest first.

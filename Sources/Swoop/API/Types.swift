@@ -66,10 +66,31 @@ public struct ServerStats: Sendable, Codable, Equatable {
     public var tasking_num: Int
     /// Tasks waiting for a free task worker.
     public var task_queue_num: Int
+    /// Workers that hold no request right now.
+    public var idle_worker_num: Int
+    /// Task workers that hold no task right now.
+    public var task_idle_worker_num: Int
+    /// Each worker and task worker in service, by id.
+    public var workers: [WorkerStats]
+}
+
+/// One worker's or task worker's figures in ``ServerStats``: the process now serving the slot.
+public struct WorkerStats: Sendable, Codable, Equatable {
+    /// The worker id (task workers follow the workers).
+    public var worker_id: Int
+    /// The process serving it.
+    public var pid: Int32
+    /// `"worker"` or `"task_worker"`.
+    public var type: String
+    /// Requests (for a task worker: tasks) this process has finished.
+    public var request_count: Int
+    /// Requests (tasks) it holds now.
+    public var in_flight: Int
 }
 
 /// Errors of the server's API; each says what to do.
-public enum ServerError: Error, CustomStringConvertible, Equatable {
+/// Codable so that a daemonized server can hand its start-up error to the command that launched it.
+public enum ServerError: Error, CustomStringConvertible, Equatable, Codable {
     /// A setting is out of range; the name is the setting's.
     case invalidSetting(name: String, reason: String)
     /// A listener could not bind.
@@ -84,6 +105,12 @@ public enum ServerError: Error, CustomStringConvertible, Equatable {
     case masterUnreachable
     /// A payload larger than the server takes (`packageMaxLength`).
     case payloadTooLarge(size: Int, max: Int)
+    /// A live server holds the pid file: stop it first, or use another pid file.
+    case alreadyRunning(pid: Int32, pidFile: String)
+    /// The log file cannot be opened for appending.
+    case logFileUnwritable(path: String, reason: String)
+    /// The daemonized server did not become ready (it exited, or took too long).
+    case daemonFailed(reason: String)
 
     public var description: String {
         switch self {
@@ -94,6 +121,10 @@ public enum ServerError: Error, CustomStringConvertible, Equatable {
         case let .noSuchWorker(id): return "there is no worker \(id)"
         case .masterUnreachable: return "the master process cannot be reached"
         case let .payloadTooLarge(size, max): return "payload of \(size) bytes exceeds the limit of \(max)"
+        case let .alreadyRunning(pid, pidFile):
+            return "a server is already running (master pid \(pid), pid file \(pidFile)); stop it first or use another pid file"
+        case let .logFileUnwritable(path, reason): return "cannot open the log file \(path): \(reason)"
+        case let .daemonFailed(reason): return "the daemon did not start: \(reason)"
         }
     }
 }

@@ -59,8 +59,8 @@ struct ProcessContext: Sendable {
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// The environment for a child of this process in `role`.
-    func childEnvironment(role: ProcessRole, workerId: Int, generation: Int, managerPid: Int32) -> [String: String] {
+    /// This process's environment variables.
+    static func currentEnvironment() -> [String: String] {
         var environment: [String: String] = [:]
         var pointer = environ
         while let entry = pointer.pointee {
@@ -70,6 +70,12 @@ struct ProcessContext: Sendable {
             }
             pointer += 1
         }
+        return environment
+    }
+
+    /// The environment for a child of this process in `role`.
+    func childEnvironment(role: ProcessRole, workerId: Int, generation: Int, managerPid: Int32) -> [String: String] {
+        var environment = Self.currentEnvironment()
         environment[Self.roleKey] = role == .manager ? "manager" : role == .worker ? "worker" : "task-worker"
         environment[Self.workerIdKey] = String(workerId)
         environment[Self.generationKey] = String(generation)

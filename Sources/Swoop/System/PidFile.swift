@@ -3,7 +3,8 @@ import Glibc
 #endif
 
 /// The master's pid file: written atomically (a temporary file renamed over it) and removed
-/// only while it still holds our pid, so a newer server's file is never deleted.
+/// only while it still holds our pid, so a newer server's file is never deleted. A start
+/// refuses a pid file held by a live master and replaces a stale one.
 struct PidFile {
     let path: String
 
@@ -27,6 +28,39 @@ struct PidFile {
 
     func remove(ifHolding pid: Int32) {
         if read() == pid { unlink(path) }
+    }
+
+    /// Who holds the pid file.
+    enum Holder: Equatable {
+        /// No file, or an empty one.
+        case nobody
+        /// A live Swoop master.
+        case master(Int32)
+        /// A file left behind: its pid is dead, or names a process that is not a Swoop
+        /// master (the pid was recycled), or the text is not a pid.
+        case stale(Int32?, reason: String)
+    }
+
+    /// Looks at the pid file the way a second start or `status` must: a pid alone proves
+    /// nothing after a crash and a reboot, so the process must also carry a master's title.
+    func holder() -> Holder {
+        guard let bytes = ProcFS.read(path) else { return .nobody }
+        let text = String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
+        if text.isEmpty { return .nobody }
+        guard let pid = Int32(text), pid > 0 else { return .stale(nil, reason: "it does not hold a pid") }
+        if pid == getpid() { return .stale(pid, reason: "it holds this very process's pid") }
+        guard Syscall.processExists(pid), let title = ProcFS.title(pid) else {
+            return .stale(pid, reason: "process \(pid) is not running")
+        }
+        guard PidFile.isMasterTitle(title) else {
+            return .stale(pid, reason: "process \(pid) is not a Swoop master (\"\(title)\")")
+        }
+        return .master(pid)
+    }
+
+    /// Whether a process title is a Swoop master's: `<program>: master`.
+    static func isMasterTitle(_ title: String) -> Bool {
+        title.hasSuffix(": master") && !title.hasPrefix(":")
     }
 }
 

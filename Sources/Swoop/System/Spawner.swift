@@ -20,8 +20,10 @@ struct Spawner {
         var environment: [String: String]
         /// Descriptors the child gets, as (descriptor here, number in the child).
         var descriptors: [(CInt, CInt)] = [(0, 0), (1, 1), (2, 2)]
-        /// The signal the child gets when the spawning thread dies.
+        /// The signal the child gets when the spawning thread dies (0: none).
         var parentDeathSignal: CInt = SIGKILL
+        /// `CSWOOP_SPAWN_SETSID` for a new session (a daemon), or 0.
+        var flags: CInt = 0
     }
 
     /// Spawns `command` and returns the child's pid.
@@ -36,7 +38,7 @@ struct Spawner {
         let map = command.descriptors.flatMap { [$0.0, $0.1] }
         let pid = map.withUnsafeBufferPointer { mapPtr in
             cswoop_spawn(command.path, &argv, &envp, mapPtr.baseAddress, CInt(command.descriptors.count),
-                         0, command.parentDeathSignal)
+                         command.flags, command.parentDeathSignal)
         }
         if pid < 0 {
             throw SystemError(call: "execve", errno: errno, context: command.path)

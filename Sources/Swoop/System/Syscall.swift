@@ -127,6 +127,36 @@ enum Syscall {
         try retrying("connect", "@\(name)") { cswoop_connect_abstract(name) }
     }
 
+    /// Opens a file close-on-exec (`flags` without O_CLOEXEC).
+    static func open(_ path: String, _ flags: CInt, mode: mode_t = 0o644) throws -> CInt {
+        try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    /// Points `target` at the file `source` refers to, atomically: a thread writing to
+    /// `target` meanwhile writes to the old file or the new one, never to a closed number.
+    static func replace(_ target: CInt, with source: CInt, closeOnExec: Bool) throws {
+        _ = try retrying("dup3", "fd \(source) onto \(target)") { cswoop_dup3(source, target, closeOnExec ? 1 : 0) }
+    }
+
+    /// The device and inode a descriptor refers to, or nil when it is not open.
+    static func fileIdentity(_ fd: CInt) -> (device: UInt64, inode: UInt64)? {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        return (UInt64(info.st_dev), UInt64(info.st_ino))
+    }
+
+    /// A descriptor that becomes readable when `pid` exits; nil when the kernel has no
+    /// pidfd (before Linux 5.3) or the process is already gone.
+    static func pidfd(_ pid: pid_t) -> CInt? {
+        let fd = cswoop_pidfd_open(pid)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// Whether `pid` exists (EPERM counts: it exists, under another user).
+    static func processExists(_ pid: pid_t) -> Bool {
+        Glibc.kill(pid, 0) == 0 || errno == EPERM
+    }
+
     static func setNonBlocking(_ fd: CInt) throws {
         let flags = try retrying("fcntl", "fd \(fd)") { fcntl(fd, F_GETFL) }
         _ = try retrying("fcntl", "fd \(fd)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
