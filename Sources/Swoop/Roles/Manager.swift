@@ -50,7 +50,7 @@ final class Manager {
         ProcessTitle.set("\(ProcessTitle.programName): manager")
         let pump: EventPump
         do {
-            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP])
+            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP, SIGWINCH])
             link = try Syscall.connectAbstract(context.ipcAddress)
             try sendToMaster(.hello(role: .manager, workerId: -1, generation: 0, pid: getpid(), token: context.token))
         } catch {
@@ -83,6 +83,7 @@ final class Manager {
         case SIGTERM, SIGINT: beginStop()
         case SIGUSR1: reload(taskWorkersOnly: false)
         case SIGUSR2: reload(taskWorkersOnly: true)
+        case SIGWINCH: reopenLogs()
         default: break
         }
     }
@@ -120,6 +121,13 @@ final class Manager {
         var frame = ByteBuffer()
         IPCCodec.encode(message, into: &frame)
         try frame.withUnsafeReadableBytes { try Syscall.writeAll(link, $0) }
+    }
+
+    /// SIGWINCH from the master: reopen the log here, then in every worker.
+    private func reopenLogs() {
+        for error in LogSink.reopenAll() { logger.error("cannot reopen the log: \(error)") }
+        logger.info("log file reopened")
+        for pid in table.livePids { Syscall.kill(pid, SIGWINCH) }
     }
 
     // MARK: Spawning and reaping

@@ -20,7 +20,7 @@ struct WorkerProcess {
         let logger = server.logger
         let pump: EventPump
         do {
-            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP])
+            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP, SIGWINCH])
         } catch {
             logger.critical("cannot install signal handlers: \(error)")
             exit(ExitCode.cannotBoot)
@@ -36,8 +36,17 @@ struct WorkerProcess {
         }
         while true {
             let events = pump.wait(timeoutMs: -1)
-            for signal in events.signals where signal == SIGTERM || signal == SIGINT {
-                runtime.loop.execute { runtime.beginStop(reason: "signal \(signal)") }
+            for signal in events.signals {
+                switch signal {
+                case SIGTERM, SIGINT:
+                    runtime.loop.execute { runtime.beginStop(reason: "signal \(signal)") }
+                case SIGWINCH:
+                    // From the manager: logrotate moved the log away.
+                    for error in LogSink.reopenAll() { logger.error("cannot reopen the log: \(error)") }
+                    logger.info("log file reopened")
+                default:
+                    break
+                }
             }
             for work in events.work { work() }
         }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Atomics
 import Logging
 import NIOConcurrencyHelpers
 
@@ -9,19 +10,54 @@ import NIOConcurrencyHelpers
 /// Each line is written with a single `write` on a descriptor opened with O_APPEND, so lines
 /// of different processes never interleave mid-line. Every line carries the time, level,
 /// role, worker id and pid: `2026-11-28 21:03:04.512 INFO [worker 1 pid=4242] onWorkerStart`.
+///
+/// Logging goes through swift-log: `start()` bootstraps `LoggingSystem` with the same handler
+/// (see ``ServerSettings/bootstrapLogging``), so the program's own `Logger`s created from
+/// then on land in the same file, with the same stamps and their label:
+/// `... INFO [worker 1 pid=4242] app: cache warmed`.
 enum ServerLog {
-    static func makeLogger(settings: ServerSettings, context: ProcessContext) -> Logger {
-        let sink = LogSink.shared(path: settings.logFile)
-        let role: String
+    /// The role as log lines show it.
+    static func roleName(_ context: ProcessContext) -> String {
         switch context.role {
-        case .master: role = "master"
-        case .manager: role = "manager"
-        case .worker: role = "worker \(context.workerId)"
-        case .taskWorker: role = "task worker \(context.workerId)"
+        case .master: return "master"
+        case .manager: return "manager"
+        case .worker: return "worker \(context.workerId)"
+        case .taskWorker: return "task worker \(context.workerId)"
         }
+    }
+
+    /// The sink for `settings`: in the master an unwritable log file fails the start; the
+    /// other processes were started by a master that could open it, and fall back to
+    /// standard error should it have become unwritable since.
+    static func sink(settings: ServerSettings, context: ProcessContext) throws -> LogSink {
+        do {
+            return try LogSink.shared(path: settings.logFile, rotation: settings.logRotation)
+        } catch ServerError.logFileUnwritable where context.role != .master {
+            return try LogSink.shared(path: nil, rotation: .single)
+        }
+    }
+
+    static func makeLogger(settings: ServerSettings, context: ProcessContext) throws -> Logger {
+        let sink = try sink(settings: settings, context: context)
+        let role = roleName(context)
         var logger = Logger(label: "swoop") { _ in LineLogHandler(sink: sink, role: role) }
         logger.logLevel = Logger.Level(settings.logLevel)
         return logger
+    }
+
+    /// Points swift-log at the log, unless the program chose its own handler: a new
+    /// `Logger` that still gets swift-log's default handler means nobody bootstrapped it
+    /// (bootstrapping twice traps, and swift-log offers no other way to ask).
+    static func bootstrapIfNeeded(settings: ServerSettings, context: ProcessContext) throws {
+        guard settings.bootstrapLogging, Logger(label: "swoop.probe").handler is StreamLogHandler else { return }
+        let sink = try sink(settings: settings, context: context)
+        let role = roleName(context)
+        let level = Logger.Level(settings.logLevel)
+        LoggingSystem.bootstrap { label in
+            var handler = LineLogHandler(sink: sink, role: role, label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
 }
 
@@ -40,29 +76,109 @@ extension Logger.Level {
 }
 
 /// The descriptor log lines go to.
-final class LogSink: Sendable {
+///
+/// Its number never changes: reopening (SIGWINCH) and daily rotation open the new file and
+/// `dup3` it over the same number, so threads writing meanwhile reach the old file or the
+/// new one, never a closed or reused descriptor, and writing takes no lock.
+final class LogSink: @unchecked Sendable {
     let fd: CInt
+    /// The configured file; nil for standard error.
+    let path: String?
+    let rotation: LogRotation
+    private let lock = NIOLock()
+    /// When a rotated log moves to the next file (seconds since 1970; Int.max: never).
+    private let nextSwitch = ManagedAtomic(Int.max)
 
     private static let cache = NIOLockedValueBox<[String: LogSink]>([:])
 
-    static func shared(path: String?) -> LogSink {
-        let key = path ?? ""
-        return cache.withLockedValue { cache in
+    /// The one sink of this process for `path`.
+    static func shared(path: String?, rotation: LogRotation) throws -> LogSink {
+        try cache.withLockedValue { cache in
+            let key = path ?? ""
             if let sink = cache[key] { return sink }
-            var fd: CInt = 2
+            let sink: LogSink
             if let path {
-                let opened = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-                if opened >= 0 { fd = opened }
+                let now = time(nil)
+                let file = rotation.path(base: path, at: now)
+                let fd: CInt
+                do {
+                    fd = try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+                } catch let error as SystemError {
+                    throw ServerError.logFileUnwritable(path: file, reason: String(cString: strerror(error.errno)))
+                }
+                sink = LogSink(fd: fd, path: path, rotation: rotation)
+                sink.scheduleSwitch(after: now)
+            } else {
+                sink = LogSink(fd: 2, path: nil, rotation: .single)
             }
-            let sink = LogSink(fd: fd)
             cache[key] = sink
             return sink
         }
     }
 
-    private init(fd: CInt) { self.fd = fd }
+    /// Reopens every log file of this process (SIGWINCH), so that a file moved away by
+    /// logrotate is left alone and a new one is created at the configured path.
+    static func reopenAll() -> [Error] {
+        let sinks = cache.withLockedValue { Array($0.values) }
+        var errors: [Error] = []
+        for sink in sinks {
+            do { try sink.reopen() } catch { errors.append(error) }
+        }
+        return errors
+    }
+
+    private init(fd: CInt, path: String?, rotation: LogRotation) {
+        self.fd = fd
+        self.path = path
+        self.rotation = rotation
+    }
+
+    private func scheduleSwitch(after now: Int) {
+        guard rotation != .single else { return }
+        var seconds = now
+        var parts = tm()
+        localtime_r(&seconds, &parts)
+        parts.tm_mday += 1
+        parts.tm_hour = 0
+        parts.tm_min = 0
+        parts.tm_sec = 0
+        parts.tm_isdst = -1
+        nextSwitch.store(mktime(&parts), ordering: .relaxed)
+    }
+
+    /// Opens the file for now and points the sink's descriptor at it. Standard output and
+    /// error that refer to the old file (a daemon's do) follow it, so that what handlers
+    /// print also reaches the new file.
+    func reopen() throws {
+        guard let path else { return }
+        try lock.withLock {
+            let now = time(nil)
+            let file = rotation.path(base: path, at: now)
+            let fresh: CInt
+            do {
+                fresh = try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+            } catch let error as SystemError {
+                throw ServerError.logFileUnwritable(path: file, reason: String(cString: strerror(error.errno)))
+            }
+            defer { Syscall.close(fresh) }
+            if let old = Syscall.fileIdentity(fd) {
+                for standard: CInt in [1, 2] {
+                    if let identity = Syscall.fileIdentity(standard), identity == old {
+                        try Syscall.replace(standard, with: fresh, closeOnExec: false)
+                    }
+                }
+            }
+            try Syscall.replace(fd, with: fresh, closeOnExec: true)
+            scheduleSwitch(after: now)
+        }
+    }
 
     func write(_ line: String) {
+        if time(nil) >= nextSwitch.load(ordering: .relaxed) {
+            // The first line of a new day moves the sink to that day's file; a failure
+            // keeps writing to the old one rather than losing lines.
+            try? reopen()
+        }
         var line = line
         line.withUTF8 { bytes in
             _ = try? Syscall.writeAll(fd, UnsafeRawBufferPointer(bytes))
@@ -74,6 +190,8 @@ final class LogSink: Sendable {
 struct LineLogHandler: LogHandler {
     let sink: LogSink
     let role: String
+    /// The logger's label, shown before the message unless it is Swoop's own.
+    var label: String = "swoop"
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .info
 
@@ -88,7 +206,8 @@ struct LineLogHandler: LogHandler {
         let level = event.level
         let message = event.message
         let details = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        sink.write("\(Self.timestamp()) \(level.rawValue.uppercased()) [\(role) pid=\(getpid())] \(message)\(details)\n")
+        let source = label == "swoop" ? "" : "\(label): "
+        sink.write("\(Self.timestamp()) \(level.rawValue.uppercased()) [\(role) pid=\(getpid())] \(source)\(message)\(details)\n")
     }
 
     static func timestamp() -> String {
