@@ -32,6 +32,8 @@ final class Master: MasterEvents, @unchecked Sendable {
     private var state = State.starting
     private var managerExited = false
     private var shutdownDeadline: NIODeadline?
+    /// Copies the counters into swift-metrics every second.
+    private var metricsTask: RepeatedTask?
 
     init(server: Server) {
         self.server = server
@@ -43,7 +45,7 @@ final class Master: MasterEvents, @unchecked Sendable {
         // Signal handlers are installed before any thread starts, so no thread can take a
         // signal by its default action.
         do {
-            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP])
+            pump = try EventPump(signals: [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP, SIGWINCH])
         } catch {
             fatalError("cannot install signal handlers: \(error)")
         }
@@ -73,6 +75,9 @@ final class Master: MasterEvents, @unchecked Sendable {
             }
         }
         boundPorts = sockets.map(\.port)
+        if let path = settings.pidFile, case let .stale(_, reason) = PidFile(path: path).holder() {
+            logger.notice("the pid file \(path) is stale (\(reason)); it will be replaced")
+        }
         let ipcListener = try Syscall.listenAbstract(context.ipcAddress, backlog: 1024)
         ProcessTitle.set("\(ProcessTitle.programName): master")
         try spawnManager()
@@ -90,6 +95,15 @@ final class Master: MasterEvents, @unchecked Sendable {
             }
             .withBoundSocket(ipcListener).wait()
         serverChannels.append(ipcChannel)
+        do {
+            serverChannels.append(try ControlServer.start(on: core.reactors[0].loop, actions: self, logger: logger))
+        } catch {
+            // The server is still useful without it; only stop/reload/status need it.
+            logger.warning("no control socket: \(error)")
+        }
+        metricsTask = core.reactors[0].loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            _ = core.statsSnapshot()
+        }
         for (index, listener) in server.listeners.enumerated() {
             try startListener(index: index, listener, socket: sockets[index].fd)
         }
@@ -200,6 +214,8 @@ final class Master: MasterEvents, @unchecked Sendable {
             requestReloadNow(taskWorkersOnly: true)
         case SIGCHLD:
             reapChildren()
+        case SIGWINCH:
+            reopenLogs()
         default:
             break
         }
@@ -218,19 +234,35 @@ final class Master: MasterEvents, @unchecked Sendable {
         }
     }
 
-    func requestReload(taskWorkersOnly: Bool) {
-        pump.post { self.requestReloadNow(taskWorkersOnly: taskWorkersOnly) }
+    func requestReload(taskWorkersOnly: Bool, done: (@Sendable (Bool?) -> Void)? = nil) {
+        pump.post { self.requestReloadNow(taskWorkersOnly: taskWorkersOnly, done: done) }
     }
 
-    private func requestReloadNow(taskWorkersOnly: Bool) {
-        guard state == .running else { return }
+    private func requestReloadNow(taskWorkersOnly: Bool, done: (@Sendable (Bool?) -> Void)? = nil) {
+        guard state == .running else {
+            done?(nil)
+            return
+        }
         core.stats.reloadCount.wrappingIncrement(ordering: .relaxed)
         logger.info("reloading \(taskWorkersOnly ? "the task workers" : "all workers")")
-        Syscall.kill(managerPid, taskWorkersOnly ? SIGUSR2 : SIGUSR1)
+        core.reloadRequested(done: done)
+        // A message rather than a signal: two signals sent close together can merge into
+        // one, and the reload waiters count on one reload per request.
+        if !core.sendToManager(.reload(taskWorkersOnly: taskWorkersOnly)) {
+            Syscall.kill(managerPid, taskWorkersOnly ? SIGUSR2 : SIGUSR1)
+        }
     }
 
-    func requestShutdown() {
-        pump.post { self.beginShutdown(reason: "shutdown()") }
+    /// SIGWINCH: every process reopens its log file, so that logrotate can move it away.
+    /// The master reopens its own and tells the manager, which tells each worker.
+    private func reopenLogs() {
+        for error in LogSink.reopenAll() { logger.error("cannot reopen the log: \(error)") }
+        logger.info("log file reopened")
+        if managerPid > 0 && !managerExited { Syscall.kill(managerPid, SIGWINCH) }
+    }
+
+    func requestShutdown(reason: String = "shutdown()") {
+        pump.post { self.beginShutdown(reason: reason) }
     }
 
     // MARK: MasterEvents
@@ -239,9 +271,20 @@ final class Master: MasterEvents, @unchecked Sendable {
         pump.post {
             guard self.state == .running else { return }
             if let path = self.settings.pidFile {
-                do { try PidFile(path: path).write(getpid()) } catch { self.logger.error("cannot write the pid file: \(error)") }
+                do {
+                    try PidFile(path: path).write(getpid())
+                } catch {
+                    self.logger.error("cannot write the pid file: \(error)")
+                    if let handshake = Daemon.Handshake.current, handshake.isPending {
+                        // A daemon nobody can find is not started: say so, and stop.
+                        handshake.failed(ServerError.invalidSetting(name: "pidFile", reason: "cannot write \(path): \(error)"))
+                        self.beginShutdown(reason: "the pid file cannot be written")
+                        return
+                    }
+                }
             }
             self.server.handlers.start?(self.server)
+            Daemon.Handshake.current?.ready(pid: getpid())
         }
     }
 
@@ -255,6 +298,25 @@ final class Master: MasterEvents, @unchecked Sendable {
 
     func reload(taskWorkersOnly: Bool) { requestReload(taskWorkersOnly: taskWorkersOnly) }
     func shutdown() { requestShutdown() }
+}
+
+extension Master: ControlActions {
+    func controlStatus() -> ServerStatus {
+        let stats = core.statsSnapshot()
+        return ServerStatus(
+            masterPid: getpid(), managerPid: managerPid, startTime: stats.start_time,
+            uptime: Date().timeIntervalSince1970 - Double(stats.start_time),
+            reloading: core.reloads.withLockedValue { $0.expected > 0 },
+            swoopVersion: SwoopVersion.current, stats: stats)
+    }
+
+    func controlReload(taskWorkersOnly: Bool, done: @escaping @Sendable (Bool?) -> Void) {
+        requestReload(taskWorkersOnly: taskWorkersOnly, done: done)
+    }
+
+    func controlStop() { requestShutdown(reason: "stop request on the control socket") }
+
+    func controlReopenLogs() { pump.post { self.reopenLogs() } }
 
     // MARK: Stopping
 
@@ -275,6 +337,8 @@ final class Master: MasterEvents, @unchecked Sendable {
 
     private func finishShutdown() {
         shutdownDeadline = nil
+        metricsTask?.cancel()
+        for done in core.reloads.withLockedValue({ $0.cancelAll() }) { done(nil) }
         for channel in serverChannels { try? channel.close().wait() }
         core.closeEverything()
         try? core.reactorGroup.base.syncShutdownGracefully()

@@ -71,11 +71,15 @@ final class TaskScheduler: @unchecked Sendable {
 
     private func load(_ worker: WorkerEndpoint) -> Int { inHand[ObjectIdentifier(worker)]?.count ?? 0 }
 
+    /// The tasks a task worker holds now, for `stats()`.
+    func held(by worker: WorkerEndpoint) -> Int { lock.withLock { load(worker) } }
+
     /// A task worker finished a task: forward the result to the process that asked, then
     /// give the task worker its next task.
     func complete(id: UInt64, by worker: WorkerEndpoint, status: TaskStatus, data: ByteBuffer) {
         let task = lock.withLock { inHand[ObjectIdentifier(worker)]?.removeValue(forKey: id) }
         if let task {
+            worker.served.wrappingIncrement(ordering: .relaxed)
             deliver(task, status: status, data: data)
         } else {
             logger.warning("task worker \(worker.workerId) finished task \(id), which it did not hold")

@@ -18,6 +18,8 @@ final class WorkerEndpoint: @unchecked Sendable {
     let channel: Channel
     /// Requests dispatched to it and not yet reported done (read lock-free by mode 3).
     let inFlight = ManagedAtomic(0)
+    /// Requests (tasks, for a task worker) it has finished, for `stats()`.
+    let served = ManagedAtomic(0)
     /// The same requests by connection, to close those clients if the worker dies.
     private let pending = NIOLockedValueBox<[UInt64: Int]>([:])
 
@@ -37,6 +39,7 @@ final class WorkerEndpoint: @unchecked Sendable {
 
     func finished(_ connections: [UInt64]) {
         inFlight.wrappingDecrement(by: connections.count, ordering: .relaxed)
+        served.wrappingIncrement(by: connections.count, ordering: .relaxed)
         pending.withLockedValue { pending in
             for connection in connections {
                 if let count = pending[connection], count > 1 { pending[connection] = count - 1 } else { pending[connection] = nil }
@@ -85,7 +88,7 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
             case let .activate(workerId, generation):
                 core.activate(workerId: workerId, generation: generation)
             case let .reloadDone(succeeded):
-                core.lastReload.withLockedValue { $0 = succeeded }
+                core.reloadFinished(succeeded: succeeded)
             default:
                 core.logger.warning("unexpected message from the manager: \(message)")
             }
