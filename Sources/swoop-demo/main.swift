@@ -4,13 +4,31 @@
 // same arguments and build the same server; `start()` then takes each into its role.
 import ArgumentParser
 import Foundation
+import Logging
 import Swoop
+import SwoopControl
 import Synchronization
 
+/// The demo's version, compiled in; the `version` command and `--version` report it.
+enum DemoVersion {
+    static let current = "0.1.0"
+    static var text: String { "swoop-demo \(current) (swoop \(SwoopVersion.current))" }
+}
+
+/// `swoop-demo [start] [flags]` (start is the default), `stop`, `reload`, `status`.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swoop-demo",
-        abstract: "A line-protocol server on Swoop's process model.")
+        abstract: "A line-protocol server on Swoop's process model.",
+        version: DemoVersion.text,
+        subcommands: [Start.self] + SwoopControl.commands,
+        defaultSubcommand: Start.self)
+}
+
+struct Start: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "start",
+        abstract: "Start the server (the default command).")
 
     @Option(help: "The address to listen on.") var host = "127.0.0.1"
     @Option(help: "The TCP port (0: any free port).") var port = 9501
@@ -24,6 +42,9 @@ struct Demo: ParsableCommand {
     @Option(name: .customLong("heartbeat-idle-time"), help: "Close connections idle this many seconds.") var heartbeatIdleTime: Double = 0
     @Option(name: .customLong("log-file"), help: "Append log lines here.") var logFile: String?
     @Option(name: .customLong("pid-file"), help: "Write the master's pid here.") var pidFile: String?
+    @Option(name: .customLong("log-rotation"), help: "single, or daily (the log file suffixed with .YYYYMMDD).") var logRotation = "single"
+    @Option(name: .customLong("max-wait-time"), help: "Seconds a stopping worker may take to finish its work.") var maxWaitTime: Double?
+    @OptionGroup var control: StartOptions
 
     func run() throws {
         var settings = ServerSettings()
@@ -41,6 +62,13 @@ struct Demo: ParsableCommand {
         settings.protocol.packageEOF = Array("\n".utf8)
         settings.logFile = logFile
         settings.pidFile = pidFile
+        switch logRotation {
+        case "single": settings.logRotation = .single
+        case "daily": settings.logRotation = .daily
+        default: throw ValidationError("--log-rotation must be single or daily")
+        }
+        if let maxWaitTime { settings.maxWaitTime = maxWaitTime }
+        control.apply(to: &settings)
 
         let server = Server(host: host, port: port, settings: settings)
         if let udpPort { server.addListener(host: host, port: udpPort, type: .udp) }
@@ -108,6 +136,9 @@ struct DemoResult: Codable, Sendable { var by: Int; var pid: Int32; var text: St
 
 /// The TCP line protocol.
 enum LineCommands {
+    /// The demo's own logger, created on first use (after `start()` bootstrapped swift-log).
+    static let logger = Logger(label: "swoop-demo")
+
     /// Which connection each `task` answers, in this worker.
     static let taskConnections = Mutex<[TaskID: ConnectionID]>([:])
 
@@ -119,6 +150,13 @@ enum LineCommands {
         switch command {
         case "ping":
             try server.send(connection, "pong\n")
+        case "version":
+            try server.send(connection, DemoVersion.text + "\n")
+        case "log":
+            // The program's own swift-log Logger: Swoop bootstrapped swift-log in start(), so
+            // the line lands in the server's log with the same stamps.
+            LineCommands.logger.info("\(argument)")
+            try server.send(connection, "logged\n")
         case "echo":
             try server.send(connection, argument + "\n")
         case "whoami":
