@@ -126,7 +126,7 @@ final class Manager {
     /// SIGWINCH from the master: reopen the log here, then in every worker.
     private func reopenLogs() {
         for error in LogSink.reopenAll() { logger.error("cannot reopen the log: \(error)") }
-        logger.info("log file reopened")
+        if settings.logFile != nil { logger.info("log file reopened") }
         for pid in table.livePids { Syscall.kill(pid, SIGWINCH) }
     }
 

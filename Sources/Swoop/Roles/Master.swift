@@ -257,7 +257,7 @@ final class Master: MasterEvents, @unchecked Sendable {
     /// The master reopens its own and tells the manager, which tells each worker.
     private func reopenLogs() {
         for error in LogSink.reopenAll() { logger.error("cannot reopen the log: \(error)") }
-        logger.info("log file reopened")
+        if settings.logFile != nil { logger.info("log file reopened") }
         if managerPid > 0 && !managerExited { Syscall.kill(managerPid, SIGWINCH) }
     }
 

@@ -43,7 +43,7 @@ struct WorkerProcess {
                 case SIGWINCH:
                     // From the manager: logrotate moved the log away.
                     for error in LogSink.reopenAll() { logger.error("cannot reopen the log: \(error)") }
-                    logger.info("log file reopened")
+                    if server.settings.logFile != nil { logger.info("log file reopened") }
                 default:
                     break
                 }
