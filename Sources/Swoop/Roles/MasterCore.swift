@@ -151,7 +151,10 @@ final class MasterCore: @unchecked Sendable {
     func retire(_ endpoint: WorkerEndpoint) -> EventLoopFuture<Void> {
         if endpoint.role == .taskWorker {
             tasks.retire(endpoint)
-            return endpoint.channel.eventLoop.makeSucceededVoidFuture()
+            // Through the link's task queue: a task written to it from another thread before
+            // the retirement is queued there, and must reach the worker before the
+            // acknowledgement, or the worker would exit without it.
+            return endpoint.channel.eventLoop.submit {}
         }
         lock.withLock {
             if current[endpoint.workerId] === endpoint { current[endpoint.workerId] = nil }

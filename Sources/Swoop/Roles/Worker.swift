@@ -380,6 +380,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         // Absent: it timed out, and its late result has no one to go to.
         guard let waiter = taskWaiters.removeValue(forKey: id) else { return }
         outstandingTasks.wrappingDecrement(ordering: .relaxed)
+        defer { if stopRequested { finishStopIfIdle() } }
         let result: Result<ByteBuffer, TaskError>
         switch status {
         case .ok: result = .success(data)
@@ -478,8 +479,11 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         finishStopIfIdle()
     }
 
+    /// A stopping worker exits once it has no handler running and no task of its own
+    /// waiting for a result: a result must reach the process that asked for it, never be
+    /// dropped because that process left (or reach its successor, swoole#1328).
     private func finishStopIfIdle() {
-        guard stopRequested, stopAcknowledged, running == 0 else { return }
+        guard stopRequested, stopAcknowledged, running == 0, taskWaiters.isEmpty else { return }
         exitNow()
     }
 
