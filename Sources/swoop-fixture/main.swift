@@ -66,6 +66,7 @@ struct Fixture: ParsableCommand {
             }
         }
         server.onBeforeReload { server in server.logger.info("onBeforeReload") }
+        server.onWorkerExit { server, workerId in server.logger.info("onWorkerExit id=\(workerId)") }
         server.onAfterReload { server in server.logger.info("onAfterReload") }
         server.onStart { server in
             FileHandle.standardOutput.write(Data("swoop-fixture ready master=\(server.masterPid) manager=\(server.managerPid) port=\(server.ports[0]) udp-port=0 http-port=0\n".utf8))

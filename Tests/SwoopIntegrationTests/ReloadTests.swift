@@ -73,6 +73,8 @@ final class ReloadTests: SwoopTestCase {
         try eventually("the old worker is gone") { self.workerPids(server).isDisjoint(with: before) }
         XCTAssertEqual(try bystander.askFramed("still here", timeout: 5), "still here")
         XCTAssertTrue(server.readLog().contains { $0.contains("after maxWaitTime") })
+        XCTAssertTrue(server.readLog().contains { $0.contains("onWorkerExit id=0") },
+                      "a worker that drains with work in hand calls onWorkerExit")
     }
 
     func testCrashLoopIsRestartedWithBackOff() throws {
