@@ -92,6 +92,15 @@ final class LogSink: @unchecked Sendable {
     private static let cache = NIOLockedValueBox<[String: LogSink]>([:])
 
     /// The one sink of this process for `path`.
+    /// Opens a log file for appending; failure is the typed error `start()` reports.
+    private static func openForAppending(_ file: String) throws -> CInt {
+        do {
+            return try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+        } catch let error as SystemError {
+            throw ServerError.logFileUnwritable(path: file, reason: String(cString: strerror(error.errno)))
+        }
+    }
+
     static func shared(path: String?, rotation: LogRotation) throws -> LogSink {
         try cache.withLockedValue { cache in
             let key = path ?? ""
@@ -100,12 +109,7 @@ final class LogSink: @unchecked Sendable {
             if let path {
                 let now = time(nil)
                 let file = rotation.path(base: path, at: now)
-                let fd: CInt
-                do {
-                    fd = try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
-                } catch let error as SystemError {
-                    throw ServerError.logFileUnwritable(path: file, reason: String(cString: strerror(error.errno)))
-                }
+                let fd = try openForAppending(file)
                 sink = LogSink(fd: fd, path: path, rotation: rotation)
                 sink.scheduleSwitch(after: now)
             } else {
@@ -154,12 +158,7 @@ final class LogSink: @unchecked Sendable {
         try lock.withLock {
             let now = time(nil)
             let file = rotation.path(base: path, at: now)
-            let fresh: CInt
-            do {
-                fresh = try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
-            } catch let error as SystemError {
-                throw ServerError.logFileUnwritable(path: file, reason: String(cString: strerror(error.errno)))
-            }
+            let fresh = try Self.openForAppending(file)
             defer { Syscall.close(fresh) }
             if let old = Syscall.fileIdentity(fd) {
                 for standard: CInt in [1, 2] {
