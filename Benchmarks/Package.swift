@@ -28,9 +28,12 @@ let package = Package(
         .executableTarget(
             name: "swoop-load",
             dependencies: [
+                "CEpoll",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // <sys/epoll.h>, which Glibc's module does not export.
+        .target(name: "CEpoll"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -143,9 +143,12 @@ enum LineCommands {
     static let taskConnections = Mutex<[TaskID: ConnectionID]>([:])
 
     static func handle(_ server: Server, _ connection: ConnectionID, _ reactorId: Int, _ data: ByteBuffer) async throws {
-        var line = String(buffer: data)
-        if line.hasSuffix("\n") { line.removeLast() }
-        if line.hasSuffix("\r") { line.removeLast() }
+        // Trimmed as bytes: in a Swift String "\r\n" is one Character, so a suffix test for
+        // "\n" would miss it.
+        var bytes = data.readableBytesView[...]
+        if bytes.last == UInt8(ascii: "\n") { bytes = bytes.dropLast() }
+        if bytes.last == UInt8(ascii: "\r") { bytes = bytes.dropLast() }
+        let line = String(decoding: bytes, as: UTF8.self)
         let (command, argument) = split(line)
         switch command {
         case "ping":

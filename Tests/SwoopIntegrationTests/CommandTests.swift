@@ -75,3 +75,14 @@ final class CommandTests: SwoopTestCase {
         XCTAssertGreaterThanOrEqual(try stats(client).int("close_count") ?? -1, closesBefore + 1)
     }
 }
+
+extension CommandTests {
+    func testCRLFLinesAreAnsweredLikeLFLines() throws {
+        let server = try startServer(["--worker-num", "1"])
+        let client = try connect(server)
+        try client.sendRaw(Array("echo a b\r\nping\r\necho\r\n".utf8))
+        XCTAssertEqual(try client.readLine(), "a b")
+        XCTAssertEqual(try client.readLine(), "pong")
+        XCTAssertEqual(try client.readLine(), "")
+    }
+}
