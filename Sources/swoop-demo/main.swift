@@ -44,6 +44,11 @@ struct Start: ParsableCommand {
     @Option(name: .customLong("pid-file"), help: "Write the master's pid here.") var pidFile: String?
     @Option(name: .customLong("log-rotation"), help: "single, or daily (the log file suffixed with .YYYYMMDD).") var logRotation = "single"
     @Option(name: .customLong("max-wait-time"), help: "Seconds a stopping worker may take to finish its work.") var maxWaitTime: Double?
+    @Option(name: .customLong("http-port"), help: "Also serve HTTP on this port (0: any free port).") var httpPort: Int?
+    @Option(name: .customLong("http-response-timeout"), help: "HTTP: seconds a worker may take to answer before a 504.") var httpResponseTimeout: Double?
+    @Option(name: .customLong("http-header-timeout"), help: "HTTP: seconds to receive a request head (and keep-alive idle time).") var httpHeaderTimeout: Double?
+    @Option(name: .customLong("http-body-timeout"), help: "HTTP: seconds to receive a request body after its head.") var httpBodyTimeout: Double?
+    @Option(name: .customLong("package-max-length"), help: "Longest packet or HTTP request body, in bytes.") var packageMaxLength: Int?
     @OptionGroup var control: StartOptions
 
     func run() throws {
@@ -60,6 +65,7 @@ struct Start: ParsableCommand {
         settings.protocol.heartbeatIdleTime = heartbeatIdleTime
         settings.protocol.openEOFSplit = true
         settings.protocol.packageEOF = Array("\n".utf8)
+        if let packageMaxLength { settings.protocol.packageMaxLength = packageMaxLength }
         settings.logFile = logFile
         settings.pidFile = pidFile
         switch logRotation {
@@ -73,11 +79,23 @@ struct Start: ParsableCommand {
         let server = Server(host: host, port: port, settings: settings)
         if let udpPort { server.addListener(host: host, port: udpPort, type: .udp) }
         let hasUDP = udpPort != nil
+        var httpIndex: Int?
+        if let httpPort {
+            var http = ProtocolSettings()
+            http.openHTTPProtocol = true
+            http.packageMaxLength = settings.protocol.packageMaxLength
+            http.heartbeatIdleTime = heartbeatIdleTime
+            if let httpResponseTimeout { http.httpResponseTimeout = httpResponseTimeout }
+            if let httpHeaderTimeout { http.httpHeaderTimeout = httpHeaderTimeout }
+            if let httpBodyTimeout { http.httpBodyTimeout = httpBodyTimeout }
+            httpIndex = server.addListener(host: host, port: httpPort, type: .tcp, protocol: http)
+        }
 
+        let httpListener = httpIndex
         server.onStart { server in
             server.logger.info("onStart master=\(server.masterPid)")
             let ports = server.ports
-            let line = "swoop-demo ready master=\(server.masterPid) manager=\(server.managerPid) port=\(ports[0]) udp-port=\(hasUDP ? ports[1] : 0) http-port=0\n"
+            let line = "swoop-demo ready master=\(server.masterPid) manager=\(server.managerPid) port=\(ports[0]) udp-port=\(hasUDP ? ports[1] : 0) http-port=\(httpListener.map { ports[$0] } ?? 0)\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
         server.onShutdown { server in server.logger.info("onShutdown") }
@@ -90,6 +108,9 @@ struct Start: ParsableCommand {
         server.onWorkerStop { server, id in server.logger.info("onWorkerStop id=\(id) pid=\(server.workerPid)") }
         server.onReceive { server, connection, reactorId, data in
             try await LineCommands.handle(server, connection, reactorId, data)
+        }
+        server.onRequest { request, response in
+            try await HTTPRoutes.handle(server, request, response)
         }
         server.onPipeMessage { server, from, message in
             // "relay <connection> <text>" from another worker: answer its client from here.
@@ -127,6 +148,64 @@ struct Start: ParsableCommand {
             try server.sendto(client, ByteBuffer(string: reply + "\n"))
         }
         try server.start()
+    }
+}
+
+/// The HTTP listener's routes (`--http-port`).
+enum HTTPRoutes {
+    static func handle(_ server: Server, _ request: Request, _ response: Response) async throws {
+        response.headers[.contentType] = "text/plain"
+        switch (request.method, request.path) {
+        case (.get, "/"), (.head, "/"):
+            try response.end("Hello, World!")
+        case (.get, "/whoami"):
+            try response.end("worker=\(server.workerId) pid=\(server.workerPid) conn=\(request.connection) reactor=\(request.reactorId)")
+        case (.get, "/sleep"):
+            guard let ms = request.query["ms"].flatMap(Int.init), ms >= 0 else {
+                response.status = .badRequest
+                try response.end("error sleep takes ms=<milliseconds>")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(ms))
+            try response.end("slept \(ms)")
+        case (.post, "/echo"):
+            if let type = request.headers[.contentType] { response.headers[.contentType] = type }
+            try response.end(request.body)
+        case (.get, "/task"):
+            let text = request.query["text"] ?? ""
+            let done = try await server.taskwait(DemoJob(text: text), as: DemoResult.self, timeout: .seconds(10))
+            try response.end("taskwait-done by=\(done.by) pid=\(done.pid) \(done.text)")
+        case (.get, "/stream"):
+            // Parts sent as they are made, with chunked transfer encoding.
+            let parts = request.query["parts"].flatMap(Int.init) ?? 3
+            for index in 0..<parts { try response.write("part \(index)\n") }
+            try response.end()
+        case (.get, "/cookies"):
+            // Echoes the request's cookies, sorted, and sets one.
+            response.setCookie("visited", "yes please", path: "/", httpOnly: true)
+            try response.end(request.cookies.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
+        case (.post, "/form"):
+            try response.end(request.form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
+        case (.get, "/query"):
+            try response.end(request.query.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
+        case (.get, "/file"):
+            // Only files in the temporary directory: the demo must not serve the machine.
+            let path = request.query["path"] ?? ""
+            guard path.hasPrefix(NSTemporaryDirectory()), !path.contains("..") else {
+                response.status = .forbidden
+                try response.end("forbidden")
+                return
+            }
+            response.headers[.contentType] = nil
+            try response.sendfile(path)
+        case (.get, "/throw"):
+            throw CocoaError(.featureUnsupported)
+        case (.get, "/crash"):
+            abort()
+        default:
+            response.status = .notFound
+            try response.end("not found")
+        }
     }
 }
 

@@ -27,6 +27,21 @@ final class IPCCodecTests: XCTestCase {
         .workerReady(workerId: 2, generation: 9, pid: 31337),
         .reload(taskWorkersOnly: true),
         .shutdown,
+        .httpRequest(connection: 1 << 33, reactor: 2, sequence: 4_000_000_000,
+                     head: HTTPWireHead(method: "POST", target: "/echo?a=1&b=%20", versionMajor: 1, versionMinor: 1,
+                                        headers: [.init(name: "Host", value: "x"), .init(name: "Cookie", value: "a=1; b=2"),
+                                                  .init(name: "X-Empty", value: "")]),
+                     body: ByteBuffer(string: "hello=world")),
+        .httpRequest(connection: 3, reactor: 0, sequence: 0,
+                     head: HTTPWireHead(method: "GET", target: "/", versionMajor: 1, versionMinor: 0, headers: []),
+                     body: ByteBuffer()),
+        .httpResponse(connection: 3, sequence: 1, status: 200,
+                      headers: [.init(name: "Content-Type", value: "text/plain"), .init(name: "Set-Cookie", value: "a=1"),
+                                .init(name: "Set-Cookie", value: "b=2")],
+                      body: ByteBuffer(string: "Hello, World!"), end: true),
+        .httpResponse(connection: 4, sequence: 2, status: 599, headers: [], body: ByteBuffer(), end: false),
+        .httpBody(connection: 4, sequence: 2, data: ByteBuffer(string: "chunk"), end: false),
+        .httpBody(connection: 4, sequence: 2, data: ByteBuffer(), end: true),
     ]
 
     func testEveryMessageRoundTrips() throws {

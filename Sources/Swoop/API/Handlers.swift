@@ -34,6 +34,7 @@ struct Handlers: Sendable {
     var close: Callback<ConnectEvent>?
     var packet: Callback<PacketEvent>?
     var pipeMessage: Callback<PipeMessageEvent>?
+    var request: Callback<RequestEvent>?
     var task: (@Sendable (ServerTask) async throws -> ByteBuffer?)?
     var finish: Callback<FinishEvent>?
 }

@@ -88,6 +88,29 @@ public struct ProtocolSettings: Sendable {
     /// Close connections idle (no bytes received) for longer than this many seconds; 0: never.
     public var heartbeatIdleTime: Double = 0
 
+    /// Serve HTTP/1.1 on this listener (Swoole's `open_http_protocol`): the reactor parses
+    /// requests and writes responses, and the workers' `onRequest` answers them. A request
+    /// body may be up to `packageMaxLength` bytes (over it: 413 and close). Not combined with
+    /// `openEOFSplit` or `openLengthCheck`.
+    ///
+    /// ```swift
+    /// var http = ProtocolSettings()
+    /// http.openHTTPProtocol = true
+    /// server.addListener(host: "0.0.0.0", port: 8080, type: .tcp, protocol: http)
+    /// server.onRequest { request, response in try response.end("Hello, World!") }
+    /// ```
+    public var openHTTPProtocol: Bool = false
+    /// HTTP: seconds a client may take to send a whole request head, counted from the moment
+    /// the connection can take a request (accepted, or the previous response sent). It also
+    /// bounds how long an idle keep-alive connection stays open. Over it, the connection is closed.
+    public var httpHeaderTimeout: Double = 60
+    /// HTTP: seconds a client may take to send a request's body after its head. Over it:
+    /// 408 and close.
+    public var httpBodyTimeout: Double = 60
+    /// HTTP: seconds a worker may take to begin its response. Over it the master answers 504
+    /// itself; the connection stays open and the worker's late answer is dropped.
+    public var httpResponseTimeout: Double = 60
+
     public init() {}
 }
 
@@ -211,6 +234,12 @@ extension ProtocolSettings {
             }
         }
         if heartbeatIdleTime < 0 { throw fail("heartbeatIdleTime", "must not be negative") }
+        if openHTTPProtocol && (openEOFSplit || openLengthCheck) {
+            throw fail("openHTTPProtocol", "cannot be combined with openEOFSplit or openLengthCheck")
+        }
+        if !(httpHeaderTimeout > 0) { throw fail("httpHeaderTimeout", "must be positive, got \(httpHeaderTimeout)") }
+        if !(httpBodyTimeout > 0) { throw fail("httpBodyTimeout", "must be positive, got \(httpBodyTimeout)") }
+        if !(httpResponseTimeout > 0) { throw fail("httpResponseTimeout", "must be positive, got \(httpResponseTimeout)") }
     }
 }
 

@@ -111,6 +111,10 @@ public enum ServerError: Error, CustomStringConvertible, Equatable, Codable {
     case logFileUnwritable(path: String, reason: String)
     /// The daemonized server did not become ready (it exited, or took too long).
     case daemonFailed(reason: String)
+    /// The HTTP response has already ended: nothing more can be written to it.
+    case responseEnded
+    /// `sendfile` could not open or read the file.
+    case fileNotReadable(String)
 
     public var description: String {
         switch self {
@@ -125,6 +129,8 @@ public enum ServerError: Error, CustomStringConvertible, Equatable, Codable {
             return "a server is already running (master pid \(pid), pid file \(pidFile)); stop it first or use another pid file"
         case let .logFileUnwritable(path, reason): return "cannot open the log file \(path): \(reason)"
         case let .daemonFailed(reason): return "the daemon did not start: \(reason)"
+        case .responseEnded: return "the HTTP response has already ended"
+        case let .fileNotReadable(path): return "cannot read the file \(path)"
         }
     }
 }

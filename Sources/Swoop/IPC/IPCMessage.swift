@@ -72,6 +72,31 @@ enum IPCMessage: Sendable, Equatable {
     case activate(workerId: Int, generation: Int)
     /// A reload ended: every new worker took over, or it was rolled back (manager → master).
     case reloadDone(succeeded: Bool)
+    /// A whole HTTP request, parsed by the reactor (master → worker). `sequence` numbers the
+    /// requests of one connection, so that a late answer to a request the master already
+    /// answered itself (503, 504) is recognised and dropped.
+    case httpRequest(connection: UInt64, reactor: Int, sequence: UInt32, head: HTTPWireHead, body: ByteBuffer)
+    /// A response's head, with `body`; `end`: the response is complete, otherwise body parts
+    /// follow in ``httpBody`` (worker → master).
+    case httpResponse(connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool)
+    /// More of a response's body; `end`: the last part (worker → master).
+    case httpBody(connection: UInt64, sequence: UInt32, data: ByteBuffer, end: Bool)
+}
+
+/// One header line on the wire, in the order it was received or set.
+struct HTTPWirePair: Sendable, Equatable {
+    var name: String
+    var value: String
+}
+
+/// A request head as the reactor parsed it: the method and target as sent, the version and
+/// the header lines.
+struct HTTPWireHead: Sendable, Equatable {
+    var method: String
+    var target: String
+    var versionMajor: Int
+    var versionMinor: Int
+    var headers: [HTTPWirePair]
 }
 
 /// How a task ended, on the wire.
@@ -94,6 +119,7 @@ enum IPCCodec {
         case hello = 1, connect, receive, close, packet, send, sendTo, closeConnection, done
         case pipeMessage, request, response, stopping, workerReady, reload, shutdown
         case task, taskResult, recycle, activate, reloadDone
+        case httpRequest, httpResponse, httpBody
     }
 
     enum DecodeError: Error, Equatable {
@@ -199,6 +225,31 @@ enum IPCCodec {
         case let .reloadDone(succeeded):
             buffer.writeInteger(Tag.reloadDone.rawValue)
             buffer.writeInteger(succeeded ? UInt8(1) : 0)
+        case let .httpRequest(connection, reactor, sequence, head, body):
+            buffer.writeInteger(Tag.httpRequest.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(UInt16(reactor))
+            buffer.writeInteger(sequence)
+            writeString(head.method, into: &buffer)
+            writeString(head.target, into: &buffer)
+            buffer.writeInteger(UInt8(truncatingIfNeeded: head.versionMajor))
+            buffer.writeInteger(UInt8(truncatingIfNeeded: head.versionMinor))
+            writeHeaders(head.headers, into: &buffer)
+            buffer.writeImmutableBuffer(body)
+        case let .httpResponse(connection, sequence, status, headers, body, end):
+            buffer.writeInteger(Tag.httpResponse.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(sequence)
+            buffer.writeInteger(UInt16(truncatingIfNeeded: status))
+            buffer.writeInteger(end ? UInt8(1) : 0)
+            writeHeaders(headers, into: &buffer)
+            buffer.writeImmutableBuffer(body)
+        case let .httpBody(connection, sequence, data, end):
+            buffer.writeInteger(Tag.httpBody.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(sequence)
+            buffer.writeInteger(end ? UInt8(1) : 0)
+            buffer.writeImmutableBuffer(data)
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start - headerSize), at: start)
     }
@@ -289,7 +340,67 @@ enum IPCCodec {
             return .activate(workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)))
         case .reloadDone:
             return .reloadDone(succeeded: try read(UInt8.self) != 0)
+        case .httpRequest:
+            let connection: UInt64 = try read()
+            let reactor = Int(try read(UInt16.self))
+            let sequence: UInt32 = try read()
+            let method = try readString(&frame)
+            let target = try readString(&frame)
+            let major = Int(try read(UInt8.self))
+            let minor = Int(try read(UInt8.self))
+            let headers = try readHeaders(&frame)
+            return .httpRequest(connection: connection, reactor: reactor, sequence: sequence,
+                                head: HTTPWireHead(method: method, target: target, versionMajor: major,
+                                                   versionMinor: minor, headers: headers),
+                                body: frame)
+        case .httpResponse:
+            let connection: UInt64 = try read()
+            let sequence: UInt32 = try read()
+            let status = Int(try read(UInt16.self))
+            let end = try read(UInt8.self) != 0
+            let headers = try readHeaders(&frame)
+            return .httpResponse(connection: connection, sequence: sequence, status: status, headers: headers,
+                                 body: frame, end: end)
+        case .httpBody:
+            let connection: UInt64 = try read()
+            let sequence: UInt32 = try read()
+            let end = try read(UInt8.self) != 0
+            return .httpBody(connection: connection, sequence: sequence, data: frame, end: end)
         }
+    }
+
+    /// A string with a 4-byte length: header values and request targets may be long.
+    private static func writeString(_ text: String, into buffer: inout ByteBuffer) {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        let count = buffer.writeString(text)
+        buffer.setInteger(UInt32(count), at: start)
+    }
+
+    private static func readString(_ frame: inout ByteBuffer) throws -> String {
+        guard let count = frame.readInteger(as: UInt32.self), Int(count) <= frame.readableBytes,
+              let text = frame.readString(length: Int(count)) else { throw DecodeError.malformed("string") }
+        return text
+    }
+
+    private static func writeHeaders(_ headers: [HTTPWirePair], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(headers.count))
+        for header in headers {
+            writeString(header.name, into: &buffer)
+            writeString(header.value, into: &buffer)
+        }
+    }
+
+    private static func readHeaders(_ frame: inout ByteBuffer) throws -> [HTTPWirePair] {
+        guard let count = frame.readInteger(as: UInt32.self), Int(count) <= frame.readableBytes / 8 else {
+            throw DecodeError.malformed("header count")
+        }
+        var headers: [HTTPWirePair] = []
+        headers.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            headers.append(HTTPWirePair(name: try readString(&frame), value: try readString(&frame)))
+        }
+        return headers
     }
 
     private static func writeAddress(_ address: String, _ port: Int, into buffer: inout ByteBuffer) {

@@ -5,6 +5,7 @@ import CSwoop
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// The master process: it binds the listeners, starts the manager, runs the acceptor and
@@ -166,6 +167,19 @@ final class Master: MasterEvents, @unchecked Sendable {
                         core.reactorGroup.load[reactorIndex].wrappingDecrement(ordering: .relaxed)
                     }
                     let pipeline = channel.pipeline.syncOperations
+                    if framing.openHTTPProtocol {
+                        // NIO's parser (llhttp), its pipelining guard (one request at a time,
+                        // responses in order) and its 400 for a request it cannot parse.
+                        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                        let client = ClientConnection(
+                            id: id, sequence: sequence, listener: index, reactor: reactor,
+                            channel: channel, serverPort: serverPort)
+                        let session = HTTPSession(connection: client, settings: framing)
+                        client.http = session
+                        try pipeline.addHandler(session)
+                        try pipeline.addHandler(client)
+                        return
+                    }
                     if framing.openEOFSplit {
                         try pipeline.addHandler(ByteToMessageHandler(
                             EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))

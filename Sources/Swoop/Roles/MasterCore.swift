@@ -131,9 +131,14 @@ final class MasterCore: @unchecked Sendable {
         // A worker that went away holding requests will never answer them: close those
         // clients now rather than leave them waiting forever.
         for connection in endpoint.stranded() {
-            reactor(of: connection).onLoop {
-                $0.close(connection, reset: false,
-                         reason: "worker \(endpoint.workerId) (pid \(endpoint.pid)) died while handling its request")
+            reactor(of: connection).onLoop { reactor in
+                let reason = "worker \(endpoint.workerId) (pid \(endpoint.pid)) died while handling its request"
+                // An HTTP client gets an answer instead: 503, and its connection goes on.
+                if let http = reactor.connections[connection]?.http {
+                    http.workerDied(reason)
+                } else {
+                    reactor.close(connection, reset: false, reason: reason)
+                }
             }
         }
         let changed = lock.withLock { () -> Bool in

@@ -2,6 +2,7 @@ import Atomics
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// The master's reactor threads and how many connections each holds, so that the
@@ -104,6 +105,18 @@ final class Reactor: @unchecked Sendable {
                               sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: data)
         send(.receive(connection: connection.id, reactor: id, data: data), toSlot: slot,
              connection: connection.id, isRequest: true)
+    }
+
+    /// Hands a whole HTTP request to a worker chosen by the dispatch mode.
+    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: HTTPRequestHead, body: ByteBuffer) {
+        core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
+        let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
+                              sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: body)
+        let wire = HTTPWireHead(method: head.method.rawValue, target: head.uri,
+                                versionMajor: head.version.major, versionMinor: head.version.minor,
+                                headers: head.headers.map { HTTPWirePair(name: $0.name, value: $0.value) })
+        send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: wire, body: body),
+             toSlot: slot, connection: connection.id, isRequest: true)
     }
 
     /// Hands a UDP datagram to a worker: the ip-hash modes by the client's address, the
@@ -216,6 +229,13 @@ extension IPCMessage {
         case .receive(_, _, let data), .packet(_, _, _, let data), .send(_, let data), .pipeMessage(_, _, let data),
              .task(_, _, _, let data), .taskResult(_, _, _, let data):
             return data.readableBytes + 64
+        case .httpRequest(_, _, _, let head, let body):
+            return body.readableBytes + head.target.utf8.count
+                + head.headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
+        case .httpResponse(_, _, _, let headers, let body, _):
+            return body.readableBytes + headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
+        case .httpBody(_, _, let data, _):
+            return data.readableBytes + 32
         default: return 0
         }
     }
@@ -240,6 +260,8 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     let stickySlot: Int
     /// The worker of its packets in mode 4.
     let ipSlot: Int
+    /// The HTTP side of the connection, on an HTTP listener.
+    weak var http: HTTPSession?
 
     init(id: UInt64, sequence: UInt64, listener: Int, reactor: Reactor, channel: Channel, serverPort: Int) {
         self.id = id
@@ -268,9 +290,14 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        touched()
+        reactor.dispatch(self, unwrapInboundIn(data))
+    }
+
+    /// Bytes arrived: the connection is not idle.
+    func touched() {
         lastReceive = .now()
         lastReceiveWall = Date().timeIntervalSince1970
-        reactor.dispatch(self, unwrapInboundIn(data))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -287,7 +314,11 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let framing = error as? FramingError {
+        if error is HTTPParserError {
+            // HTTPServerProtocolErrorHandler has already answered 400.
+            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else if let framing = error as? FramingError {
             reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")
             reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
         } else if let io = error as? IOError, [ECONNRESET, EPIPE].contains(io.errnoCode) {

@@ -208,7 +208,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         inReadBatch = true
         let message = unwrapInboundIn(data)
         switch message {
-        case .connect(let id, _, _), .receive(let id, _, _), .close(let id, _, _):
+        case .connect(let id, _, _), .receive(let id, _, _), .close(let id, _, _), .httpRequest(let id, _, _, _, _):
             if busy.contains(id) {
                 queues[id, default: CircularBuffer()].append(message)
             } else {
@@ -270,6 +270,19 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         case let .receive(id, reactor, data):
             run(handlers.receive, ReceiveEvent(connection: ConnectionID(id), reactorId: reactor, data: data),
                 isRequest: true, what: "onReceive", connection: id, onFinish: next)
+        case let .httpRequest(id, reactor, sequence, head, body):
+            let request = Request(wire: head, body: body, connection: ConnectionID(id), reactorId: reactor)
+            let response = Response(worker: self, connection: id, sequence: sequence,
+                                    maxChunk: min(server.settings.bufferOutputSize / 2, 256 * 1024))
+            guard handlers.request != nil else {
+                logger.error("an HTTP request arrived, but the server has no onRequest handler; answering 500")
+                response.fail()
+                finished.append(id)
+                next()
+                return
+            }
+            run(handlers.request, RequestEvent(request: request, response: response),
+                isRequest: true, what: "onRequest", connection: id, onFinish: next)
         case let .close(id, reactor, byServer):
             run(handlers.close, ConnectEvent(connection: ConnectionID(id), reactorId: byServer ? -1 : reactor),
                 isRequest: false, what: "onClose", onFinish: next)

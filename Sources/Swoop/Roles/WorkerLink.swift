@@ -117,6 +117,15 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         switch message {
         case let .send(connection, data):
             core.reactor(of: connection).onLoop { $0.deliver(connection, data) }
+        case let .httpResponse(connection, sequence, status, headers, body, end):
+            core.reactor(of: connection).onLoop {
+                $0.connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers,
+                                                           body: body, end: end)
+            }
+        case let .httpBody(connection, sequence, data, end):
+            core.reactor(of: connection).onLoop {
+                $0.connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
+            }
         case let .closeConnection(connection, reset):
             core.reactor(of: connection).onLoop { $0.close(connection, reset: reset) }
         case let .sendTo(listener, address, port, data):

@@ -1,0 +1,309 @@
+import Foundation
+@_exported import HTTPTypes
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// An HTTP request, parsed in the master's reactor and handed whole to a worker (Swoole's
+/// `Swoole\Http\Request`). Its head is a swift-http-types ``HTTPRequest``.
+///
+/// ```swift
+/// server.onRequest { request, response in
+///     let name = request.query["name"] ?? "World"
+///     try response.end("Hello, \(name)!")
+/// }
+/// ```
+public struct Request: Sendable {
+    /// The method, target (`path`, as sent: `/a/b?x=1`), `Host` as authority, and header fields.
+    public var head: HTTPRequest
+    /// The method (`GET`, `POST`, …).
+    public var method: HTTPRequest.Method { head.method }
+    /// The request target as sent, query included and not percent-decoded (Swoole's `request_uri` plus query).
+    public var uri: String
+    /// The path of the target, without the query, not percent-decoded.
+    public var path: String
+    /// The query string, without `?` ("" when none).
+    public var queryString: String
+    /// The query's fields, percent-decoded (Swoole's `$request->get`).
+    public var query: [String: String]
+    /// The header fields as received, except `Host`, which is `head.authority`.
+    public var headers: HTTPFields { head.headerFields }
+    /// The cookies of the `Cookie` header (Swoole's `$request->cookie`).
+    public var cookies: [String: String]
+    /// The body, whole (chunked bodies are joined); at most `packageMaxLength` bytes.
+    public var body: ByteBuffer
+    /// The fields of an `application/x-www-form-urlencoded` body (Swoole's `$request->post`); empty otherwise.
+    public var form: [String: String]
+    /// The HTTP version, such as "1.1".
+    public var version: String
+    /// The connection the request came on.
+    public var connection: ConnectionID
+    /// The reactor thread that owns the connection.
+    public var reactorId: Int
+
+    init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
+        var fields = HTTPFields()
+        var host: String?
+        for pair in wire.headers {
+            // NIO's parser only passes valid tokens as names; a name that still does not
+            // pass swift-http-types' check is dropped rather than failing the request.
+            // swift-http-types carries Host as the request's authority, not as a field.
+            if pair.name.lowercased() == "host" { host = pair.value; continue }
+            guard let name = HTTPField.Name(pair.name) else { continue }
+            fields.append(HTTPField(name: name, value: pair.value))
+        }
+        let method = HTTPRequest.Method(wire.method) ?? .get
+        head = HTTPRequest(method: method, scheme: nil, authority: host, path: wire.target, headerFields: fields)
+        uri = wire.target
+        if let mark = wire.target.firstIndex(of: "?") {
+            path = String(wire.target[..<mark])
+            queryString = String(wire.target[wire.target.index(after: mark)...])
+        } else {
+            path = wire.target
+            queryString = ""
+        }
+        query = URLEncoding.parseForm(Substring(queryString))
+        cookies = CookieHeader.parse(fields[values: .cookie])
+        self.body = body
+        let type = fields[.contentType]?.lowercased() ?? ""
+        form = type.hasPrefix("application/x-www-form-urlencoded")
+            ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
+        version = "\(wire.versionMajor).\(wire.versionMinor)"
+        self.connection = connection
+        self.reactorId = reactorId
+    }
+}
+
+/// The answer to one ``Request`` (Swoole's `Swoole\Http\Response`). Set ``status`` and
+/// ``headers``, then either ``end(_:)-(ByteBuffer)`` once with the whole body, or
+/// ``write(_:)-(ByteBuffer)`` parts (sent at once, with chunked transfer encoding) and
+/// ``end(_:)-(ByteBuffer)``, or ``sendfile(_:contentType:)``. A handler that returns without
+/// ending its response ends it with what it has; one that throws before anything was sent
+/// answers 500.
+///
+/// ```swift
+/// server.onRequest { request, response in
+///     response.status = .created
+///     response.headers[.contentType] = "application/json"
+///     response.setCookie("session", "abc", maxAge: 3600, httpOnly: true)
+///     try response.end(#"{"ok":true}"#)
+/// }
+/// ```
+///
+/// It may be used from any thread or task; its methods are thread-safe.
+public final class Response: Sendable {
+    private struct State {
+        var status: HTTPResponse.Status = .ok
+        var headers = HTTPFields()
+        var headSent = false
+        var ended = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let worker: WorkerRuntime
+    private let connection: UInt64
+    private let sequence: UInt32
+    private let maxChunk: Int
+
+    init(worker: WorkerRuntime, connection: UInt64, sequence: UInt32, maxChunk: Int) {
+        self.worker = worker
+        self.connection = connection
+        self.sequence = sequence
+        self.maxChunk = maxChunk
+    }
+
+    /// The status (200 unless set); read once the head is sent.
+    public var status: HTTPResponse.Status {
+        get { state.withLockedValue { $0.status } }
+        set { state.withLockedValue { $0.status = newValue } }
+    }
+
+    /// The header fields (swift-http-types), sent with the first ``write(_:)-(ByteBuffer)`` or with ``end(_:)-(ByteBuffer)``.
+    /// The master adds `Date`, `Server` (unless set), `Content-Length` or chunked encoding,
+    /// and `Connection` as the request needs.
+    public var headers: HTTPFields {
+        get { state.withLockedValue { $0.headers } }
+        set { state.withLockedValue { $0.headers = newValue } }
+    }
+
+    /// Sets a header field, replacing one of that name (Swoole's `header()`). An invalid
+    /// name is ignored.
+    public func header(_ name: String, _ value: String) {
+        guard let name = HTTPField.Name(name) else { return }
+        state.withLockedValue { $0.headers[name] = value }
+    }
+
+    /// Adds a `Set-Cookie` field (Swoole's `cookie()`); the value is percent-encoded.
+    public func setCookie(_ name: String, _ value: String, maxAge: Int? = nil, expires: Date? = nil,
+                          path: String? = nil, domain: String? = nil, secure: Bool = false,
+                          httpOnly: Bool = false, sameSite: String? = nil) {
+        var text = "\(name)=\(value.addingPercentEncoding(withAllowedCharacters: Response.cookieValueCharacters) ?? "")"
+        if let expires {
+            var seconds = time_t(expires.timeIntervalSince1970)
+            text += "; Expires=\(HTTPDate.format(&seconds))"
+        }
+        if let maxAge { text += "; Max-Age=\(maxAge)" }
+        if let path { text += "; Path=\(path)" }
+        if let domain { text += "; Domain=\(domain)" }
+        if secure { text += "; Secure" }
+        if httpOnly { text += "; HttpOnly" }
+        if let sameSite { text += "; SameSite=\(sameSite)" }
+        state.withLockedValue { $0.headers.append(HTTPField(name: .setCookie, value: text)) }
+    }
+
+    private static let cookieValueCharacters: CharacterSet = {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "!#$&'()*+-./:<=>?@[]^_`{|}~")
+        return allowed
+    }()
+
+    /// Whether the response can still be written (it has not ended).
+    public var isWritable: Bool { state.withLockedValue { !$0.ended } }
+
+    /// Sends a part of the body now. The first call sends the head; without a
+    /// `Content-Length` the body goes out chunked (HTTP/1.1).
+    public func write(_ data: ByteBuffer) throws {
+        try send(data, end: false)
+    }
+
+    /// Sends a string's UTF-8 bytes as a part of the body.
+    public func write(_ text: String) throws {
+        try write(ByteBuffer(string: text))
+    }
+
+    /// Ends the response with `body` (its last part after ``write(_:)-(ByteBuffer)``).
+    public func end(_ body: ByteBuffer = ByteBuffer()) throws {
+        try send(body, end: true)
+    }
+
+    /// Ends the response with a string's UTF-8 bytes.
+    public func end(_ text: String) throws {
+        try end(ByteBuffer(string: text))
+    }
+
+    /// Ends the response with a file's contents (Swoole's `sendfile`). The worker reads the
+    /// file and streams it in parts with a `Content-Length`; `contentType` defaults to one
+    /// guessed from the file's extension.
+    public func sendfile(_ path: String, contentType: String? = nil) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw ServerError.fileNotReadable(path) }
+        defer { try? handle.close() }
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: 0)
+        state.withLockedValue { state in
+            state.headers[.contentLength] = String(size)
+            if state.headers[.contentType] == nil {
+                state.headers[.contentType] = contentType ?? MediaType.guess(path)
+            }
+        }
+        var left = Int(size)
+        repeat {
+            let data = try handle.read(upToCount: min(left, maxChunk)) ?? Data()
+            guard !data.isEmpty || left == 0 else { throw ServerError.fileNotReadable(path) }
+            left -= data.count
+            try send(ByteBuffer(bytes: data), end: left <= 0)
+        } while left > 0
+    }
+
+    private func send(_ data: ByteBuffer, end: Bool) throws {
+        let message = try state.withLockedValue { state -> IPCMessage in
+            guard !state.ended else { throw ServerError.responseEnded }
+            state.ended = end
+            if state.headSent {
+                return .httpBody(connection: connection, sequence: sequence, data: data, end: end)
+            }
+            state.headSent = true
+            let pairs = state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
+            return .httpResponse(connection: connection, sequence: sequence, status: state.status.code,
+                                 headers: pairs, body: data, end: end)
+        }
+        worker.post(message)
+    }
+
+    /// After the handler returned: ends a response it left open.
+    func endIfOpen() {
+        try? end()
+    }
+
+    /// After the handler threw: 500 when nothing was sent yet; otherwise the client cannot
+    /// be told, and its connection is closed.
+    func fail() {
+        let sent = state.withLockedValue { state -> Bool in
+            if state.ended { return true }
+            if state.headSent { state.ended = true; return true }
+            state.status = .internalServerError
+            state.headers = [.contentType: "text/plain"]
+            return false
+        }
+        if sent {
+            worker.post(.closeConnection(connection: connection, reset: false))
+        } else {
+            try? end("500 Internal Server Error\n")
+        }
+    }
+}
+
+/// The `onRequest` event.
+struct RequestEvent: Sendable {
+    var request: Request
+    var response: Response
+}
+
+enum MediaType {
+    /// A Content-Type from a file name's extension; `application/octet-stream` when unknown.
+    static func guess(_ path: String) -> String {
+        let name = path.split(separator: "/").last ?? ""
+        guard let dot = name.lastIndex(of: ".") else { return "application/octet-stream" }
+        switch name[name.index(after: dot)...].lowercased() {
+        case "html", "htm": return "text/html; charset=utf-8"
+        case "txt": return "text/plain; charset=utf-8"
+        case "css": return "text/css; charset=utf-8"
+        case "js", "mjs": return "text/javascript; charset=utf-8"
+        case "json": return "application/json"
+        case "xml": return "application/xml"
+        case "svg": return "image/svg+xml"
+        case "png": return "image/png"
+        case "jpg", "jpeg": return "image/jpeg"
+        case "gif": return "image/gif"
+        case "webp": return "image/webp"
+        case "pdf": return "application/pdf"
+        case "wasm": return "application/wasm"
+        default: return "application/octet-stream"
+        }
+    }
+}
+
+extension Server {
+    /// Answers HTTP requests of the listeners with ``ProtocolSettings/openHTTPProtocol``
+    /// (Swoole's `on('request')`). Runs in a worker; the requests of one connection are
+    /// handled one after another, and their responses leave in request order.
+    ///
+    /// ```swift
+    /// server.onRequest { request, response in
+    ///     response.headers[.contentType] = "text/plain"
+    ///     try response.end("Hello, World!")
+    /// }
+    /// ```
+    public func onRequest(_ handler: @escaping @Sendable (Request, Response) throws -> Void) {
+        handlers.request = .sync { [unowned self] event in
+            do {
+                try handler(event.request, event.response)
+                event.response.endIfOpen()
+            } catch {
+                self.logger.error("onRequest handler threw \(error) for \(event.request.method) \(event.request.uri)")
+                event.response.fail()
+            }
+        }
+    }
+
+    /// Answers HTTP requests; may await. While one awaits, the worker serves other connections.
+    public func onRequest(_ handler: @escaping @Sendable (Request, Response) async throws -> Void) {
+        handlers.request = .async { [unowned self] event in
+            do {
+                try await handler(event.request, event.response)
+                event.response.endIfOpen()
+            } catch {
+                self.logger.error("onRequest handler threw \(error) for \(event.request.method) \(event.request.uri)")
+                event.response.fail()
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import NIOCore
+import NIOHTTP1
+
+/// The master's side of one HTTP connection, in its reactor thread. NIOHTTP1 parses the
+/// requests and encodes the responses; this handler gathers each request whole, hands it
+/// to a worker, and writes the worker's answer back.
+///
+/// NIO's `HTTPServerPipelineHandler` sits before it and hands over one request at a time:
+/// the next pipelined request is held (and reading paused) until this one's response has
+/// ended. That is what keeps responses in request order, whichever workers answer them.
+final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        /// Waiting for a request head; the header timeout runs.
+        case idle
+        /// Gathering a request's body; the body timeout runs.
+        case reading(HTTPRequestHead, body: ByteBuffer)
+        /// The request is with a worker and nothing of its response came yet; the response
+        /// timeout runs.
+        case waiting(HTTPRequestHead)
+        /// The response's head is written and body parts follow; `close` once it ends.
+        case responding(HTTPRequestHead, close: Bool)
+        /// The connection is being closed: everything that still arrives is dropped.
+        case closing
+    }
+
+    private unowned let connection: ClientConnection
+    private let settings: ProtocolSettings
+    private var state = State.idle
+    private var context: ChannelHandlerContext?
+    /// The number of the request now in hand; answers for another one are late and dropped.
+    private var sequence: UInt32 = 0
+    private var timer: Scheduled<Void>?
+
+    init(connection: ClientConnection, settings: ProtocolSettings) {
+        self.connection = connection
+        self.settings = settings
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armTimer(settings.httpHeaderTimeout) { session in
+            session.closeNow(reason: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        state = .closing
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    // MARK: Requests
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.touched()
+        switch (unwrapInboundIn(data), state) {
+        case (.head(let head), .idle):
+            timer?.cancel()
+            let max = settings.packageMaxLength
+            if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > max {
+                reject(.payloadTooLarge, head, reason: "request body of \(length) bytes exceeds packageMaxLength (\(max))")
+                return
+            }
+            if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                // The client waits for this before it sends the body; the length was checked above.
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
+                                      promise: nil)
+            }
+            state = .reading(head, body: context.channel.allocator.buffer(capacity: 0))
+            armTimer(settings.httpBodyTimeout) { session in
+                guard case .reading(let head, _) = session.state else { return }
+                session.reject(.requestTimeout, head, reason: "request body not received within httpBodyTimeout")
+            }
+        case (.body(var part), .reading(let head, var body)):
+            // Released from the state while appending, so the buffer is not copied on write.
+            state = .idle
+            if body.readableBytes + part.readableBytes > settings.packageMaxLength {
+                reject(.payloadTooLarge, head,
+                       reason: "request body exceeds packageMaxLength (\(settings.packageMaxLength))")
+                return
+            }
+            body.writeBuffer(&part)
+            state = .reading(head, body: body)
+        case (.end, .reading(let head, let body)):
+            timer?.cancel()
+            if offerToStaticHandler(head) { return }
+            sequence &+= 1
+            state = .waiting(head)
+            armTimer(settings.httpResponseTimeout) { session in
+                guard case .waiting(let head) = session.state else { return }
+                session.connection.reactor.core.logger.warning(
+                    "connection \(session.connection.id): no worker answered \(head.method) \(head.uri) within httpResponseTimeout; 504")
+                session.answer(.gatewayTimeout, head)
+            }
+            connection.reactor.dispatchHTTP(connection, sequence: sequence, head: head, body: body)
+        case (_, .closing):
+            break
+        case (let part, _):
+            // HTTPServerPipelineHandler delivers one request at a time, so this is a bug.
+            connection.reactor.core.logger.error("connection \(connection.id): unexpected HTTP part \(part); closing it")
+            closeNow(reason: nil)
+        }
+    }
+
+    /// The hook for static files: a request that the static handler serves from the reactor
+    /// (`documentRoot` + `enableStaticHandler`) never reaches a worker. It returns true when
+    /// it wrote the whole response (then calls ``staticResponseEnded(close:)``), false when the
+    /// request is not for it.
+    private func offerToStaticHandler(_ head: HTTPRequestHead) -> Bool {
+        false
+    }
+
+    // MARK: Responses
+
+    /// A worker's response head, with the body so far (the whole body when `end`).
+    func response(sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool) {
+        guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
+        timer?.cancel()
+        var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
+        let status = HTTPResponseStatus(statusCode: status)
+        var close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"
+        let noBody = status.code < 200 || status.code == 204 || status.code == 304
+        if end && !noBody && !(request.method == .HEAD && fields.contains(name: "Content-Length")) {
+            fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+        }
+        if !end && !fields.contains(name: "Content-Length") && request.version < .http1_1 {
+            // HTTP/1.0 has no chunked encoding: the end of the connection ends the body.
+            close = true
+        }
+        if noBody { fields.remove(name: "Content-Length") }
+        let head = responseHead(status, fields, for: request, close: close)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 && !noBody { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        if end {
+            finish(close: close)
+        } else {
+            state = .responding(request, close: close)
+            context.flush()
+        }
+    }
+
+    /// More of a worker's response body; `end`: its last part.
+    func responseBody(sequence: UInt32, data: ByteBuffer, end: Bool) {
+        guard sequence == self.sequence, case .responding(_, let close) = state, let context else { return }
+        if data.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil) }
+        if end { finish(close: close) } else { context.flush() }
+    }
+
+    /// The worker holding this connection's request died. A request still waiting for its
+    /// response gets a 503 and the connection goes on; one whose response had begun cannot
+    /// be completed, so the connection is closed.
+    func workerDied(_ reason: String) {
+        switch state {
+        case .waiting(let head):
+            connection.reactor.core.logger.warning("connection \(connection.id): \(reason); answering 503")
+            answer(.serviceUnavailable, head)
+        case .responding:
+            closeNow(reason: reason)
+        default:
+            break
+        }
+    }
+
+    /// Answers the request in hand from the master, without a body of note.
+    private func answer(_ status: HTTPResponseStatus, _ request: HTTPRequestHead) {
+        guard let context else { return }
+        timer?.cancel()
+        let text = "\(status.code) \(status.reasonPhrase)\n"
+        var fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count))])
+        let close = !request.isKeepAlive
+        if close { fields.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: close))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+        finish(close: close)
+    }
+
+    /// Refuses a request before it was read whole: answers and closes, as the rest of its
+    /// body cannot be told apart from the next request.
+    private func reject(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, reason: String) {
+        guard let context else { return }
+        timer?.cancel()
+        connection.reactor.core.logger.info("connection \(connection.id): \(reason); answering \(status.code) and closing")
+        let text = "\(status.code) \(status.reasonPhrase)\n"
+        let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count)),
+                                  ("Connection", "close")])
+        context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: true))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+        finish(close: true)
+    }
+
+    /// Ends the response in hand; the connection then takes the next request or closes.
+    private func finish(close: Bool) {
+        guard let context else { return }
+        if close {
+            state = .closing
+            let flushed = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)
+            flushed.futureResult.whenComplete { [self] _ in lingeringClose() }
+        } else {
+            state = .idle
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            armTimer(settings.httpHeaderTimeout) { session in
+                session.closeNow(reason: nil)
+            }
+        }
+    }
+
+    /// Closes the sending side first and the socket a moment later. Closing at once while
+    /// the client is still sending (the body of a refused request) would make the kernel
+    /// answer its data with a reset, which can destroy the response before the client reads it.
+    private func lingeringClose() {
+        guard let context else { return }
+        connection.closedByServer = true
+        context.close(mode: .output, promise: nil)
+        armTimer(1) { session in session.closeNow(reason: nil) }
+    }
+
+    private func closeNow(reason: String?) {
+        state = .closing
+        connection.reactor.close(connection.id, reset: false, reason: reason)
+    }
+
+    /// The head sent for `request`: its version, Swoop's Server and Date headers (unless the
+    /// handler set them), and the connection header that the version needs.
+    private func responseHead(_ status: HTTPResponseStatus, _ fields: HTTPHeaders, for request: HTTPRequestHead,
+                              close: Bool) -> HTTPResponseHead {
+        var fields = fields
+        if !fields.contains(name: "Server") { fields.add(name: "server", value: HTTPDate.serverName) }
+        if !fields.contains(name: "Date") { fields.add(name: "date", value: HTTPDate.now()) }
+        if close {
+            if request.isKeepAlive { fields.replaceOrAdd(name: "Connection", value: "close") }
+        } else if request.version < .http1_1 {
+            fields.replaceOrAdd(name: "Connection", value: "keep-alive")
+        }
+        return HTTPResponseHead(version: request.version < .http1_1 ? .http1_0 : .http1_1, status: status, headers: fields)
+    }
+
+    private func armTimer(_ seconds: Double, _ body: @escaping (HTTPSession) -> Void) {
+        timer?.cancel()
+        guard let context else { return }
+        let bound = NIOLoopBound((self, body), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+            let (session, body) = bound.value
+            body(session)
+        }
+    }
+}
+
+extension HTTPVersion {
+    static func < (a: HTTPVersion, b: HTTPVersion) -> Bool {
+        (a.major, a.minor) < (b.major, b.minor)
+    }
+}

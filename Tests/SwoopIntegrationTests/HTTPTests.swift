@@ -1,0 +1,277 @@
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP listener (`--http-port`): NIOHTTP1 in the master's reactors, `onRequest` in the
+/// workers. curl for what a real client does; a raw socket for pipelining, malformed
+/// requests and exact bytes.
+final class HTTPTests: SwoopTestCase {
+    private func startHTTP(_ args: [String] = []) throws -> DemoServer {
+        let server = try startServer(["--http-port", "0"] + args)
+        XCTAssertNotEqual(server.httpPort, 0, "the ready line reports the HTTP port: \(server.readyLine)")
+        return server
+    }
+
+    private func url(_ server: DemoServer, _ path: String) -> String { "http://127.0.0.1:\(server.httpPort)\(path)" }
+
+    private func raw(_ server: DemoServer) throws -> RawHTTPClient {
+        let client = try RawHTTPClient(port: server.httpPort)
+        addTeardownBlock { client.close() }
+        return client
+    }
+
+    func testDemoRoutesWithCurl() throws {
+        let server = try startHTTP(["--worker-num", "2", "--task-worker-num", "1"])
+        XCTAssertEqual(try curl([url(server, "/")]), "Hello, World!")
+        let whoami = try curl([url(server, "/whoami")])
+        let parsed = try XCTUnwrap(WhoAmI.parseTCP(whoami), "whoami line: \(whoami)")
+        XCTAssertTrue(server.processTree().contains { $0.pid == parsed.pid && $0.role == .worker(id: parsed.worker) },
+                      "whoami names a worker of the tree: \(whoami)")
+        XCTAssertEqual(try curl([url(server, "/sleep?ms=30")]), "slept 30")
+        XCTAssertEqual(try curl(["--data-binary", "some body", url(server, "/echo")]), "some body")
+        let task = try curl([url(server, "/task?text=hello%20there")])
+        XCTAssertTrue(task.hasPrefix("taskwait-done by=2 pid="), task)
+        XCTAssertTrue(task.hasSuffix(" HELLO THERE"), task)
+        XCTAssertEqual(try curl(["-o", "/dev/null", "-w", "%{http_code}", url(server, "/nothing-here")]), "404")
+
+        // Date, Server, Content-Type and Content-Length on a plain response.
+        let client = try raw(server)
+        let reply = try client.get("/")
+        XCTAssertEqual(reply.status, 200)
+        XCTAssertEqual(reply.text, "Hello, World!")
+        XCTAssertEqual(reply.headers["content-type"], "text/plain")
+        XCTAssertEqual(reply.headers["content-length"], "13")
+        XCTAssertEqual(reply.headers["server"], "swoop")
+        let date = try XCTUnwrap(reply.headers["date"])
+        XCTAssertNotNil(date.range(of: #"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$"#,
+                                   options: .regularExpression), date)
+    }
+
+    func testQueryCookiesFormStreamAndSendfile() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        XCTAssertEqual(try curl([url(server, "/query?a=1&b=x+y&c=%2F%C3%A9&flag")]), "a=1\nb=x y\nc=/é\nflag=")
+        XCTAssertEqual(try curl(["--data", "name=Jo+Doe&city=S%C3%A3o", url(server, "/form")]), "city=São\nname=Jo Doe")
+
+        let client = try raw(server)
+        let cookies = try client.get("/cookies", headers: ["Cookie: b=two; a=\"one\"; c=%20x"])
+        XCTAssertEqual(cookies.text, "a=one\nb=two\nc= x")
+        XCTAssertEqual(cookies.setCookies, ["visited=yes%20please; Path=/; HttpOnly"])
+
+        let stream = try client.get("/stream?parts=4")
+        XCTAssertEqual(stream.headers["transfer-encoding"], "chunked")
+        XCTAssertNil(stream.headers["content-length"])
+        XCTAssertEqual(stream.text, "part 0\npart 1\npart 2\npart 3\n")
+
+        let path = NSTemporaryDirectory() + "swoop-sendfile-\(getpid()).json"
+        let contents = (0..<40_000).map { "\($0)," }.joined()
+        try contents.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let file = try client.get("/file?path=\(path)")
+        XCTAssertEqual(file.status, 200)
+        XCTAssertEqual(file.headers["content-type"], "application/json")
+        XCTAssertEqual(file.headers["content-length"], String(contents.utf8.count))
+        XCTAssertEqual(file.text, contents)
+        XCTAssertEqual(try client.get("/").text, "Hello, World!", "the connection goes on after a streamed file")
+    }
+
+    func testThousandRequestsOnOneKeepAliveConnection() throws {
+        let server = try startHTTP(["--worker-num", "2"])
+        let client = try raw(server)
+        let first = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+        for i in 0..<1000 {
+            let reply = try client.get("/")
+            guard reply.status == 200, reply.text == "Hello, World!" else {
+                return XCTFail("request \(i): \(reply)")
+            }
+        }
+        let last = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+        XCTAssertEqual(first.conn, last.conn, "one connection throughout")
+    }
+
+    func testPipelinedResponsesComeBackInRequestOrder() throws {
+        // Round robin over four workers, and earlier requests sleep longer: were the
+        // responses written as they were made, they would come back reversed.
+        let server = try startHTTP(["--worker-num", "4", "--dispatch-mode", "1"])
+        let client = try raw(server)
+        var batch = ""
+        for i in 0..<12 { batch += RawHTTPClient.request("GET", "/sleep?ms=\((12 - i) * 15)") }
+        batch += RawHTTPClient.request("POST", "/echo", body: "last one")
+        try client.send(batch)
+        for i in 0..<12 {
+            XCTAssertEqual(try client.readResponse().text, "slept \((12 - i) * 15)", "response \(i)")
+        }
+        XCTAssertEqual(try client.readResponse().text, "last one")
+    }
+
+    func testChunkedAndLargeBodies() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        // A chunked request body, in odd pieces, with an extension and a trailer.
+        try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + "5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: 1\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().text, "hello world!")
+
+        // 1 MiB with a Content-Length, on the same connection.
+        let mebibyte = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        try client.send(Array("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \(mebibyte.count)\r\n\r\n".utf8) + mebibyte)
+        let big = try client.readResponse()
+        XCTAssertEqual(big.body.count, mebibyte.count)
+        XCTAssertTrue(big.body == mebibyte, "the 1 MiB body came back intact")
+
+        // 1 MiB chunked, as curl sends it.
+        let path = NSTemporaryDirectory() + "swoop-body-\(getpid()).bin"
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(mebibyte)))
+        defer { unlink(path) }
+        let out = NSTemporaryDirectory() + "swoop-body-out-\(getpid()).bin"
+        defer { unlink(out) }
+        _ = try curl(["-H", "Transfer-Encoding: chunked", "--data-binary", "@\(path)", "-o", out, url(server, "/echo")])
+        XCTAssertEqual(FileManager.default.contents(atPath: out), Data(mebibyte))
+    }
+
+    func testMalformedRequestsGet400AndClose() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        for garbage in ["GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n",
+                        "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+                        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"] {
+            let client = try raw(server)
+            try client.send(garbage)
+            let reply = try client.readResponse()
+            XCTAssertEqual(reply.status, 400, "for \(garbage.debugDescription)")
+            XCTAssertEqual(reply.headers["connection"], "close")
+            XCTAssertTrue(client.isClosedByPeer(timeout: 5), "closed after the 400 for \(garbage.debugDescription)")
+        }
+        XCTAssertEqual(try curl([url(server, "/")]), "Hello, World!", "the server goes on")
+    }
+
+    func testBodiesOverPackageMaxLengthGet413AndClose() throws {
+        let server = try startHTTP(["--worker-num", "1", "--package-max-length", "65536"])
+        // Declared too long: refused before the body is sent.
+        let declared = try raw(server)
+        try declared.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 65537\r\n\r\n")
+        let first = try declared.readResponse()
+        XCTAssertEqual(first.status, 413)
+        XCTAssertTrue(declared.isClosedByPeer(timeout: 5))
+
+        // Chunked, growing past the limit.
+        let chunked = try raw(server)
+        let piece = String(repeating: "x", count: 16384)
+        var text = "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for _ in 0..<5 { text += "4000\r\n\(piece)\r\n" }
+        try chunked.send(text)
+        XCTAssertEqual(try chunked.readResponse().status, 413)
+        XCTAssertTrue(chunked.isClosedByPeer(timeout: 5))
+
+        // Exactly at the limit is fine.
+        let body = String(repeating: "y", count: 65536)
+        XCTAssertEqual(try curl(["--data-binary", body, url(server, "/echo")]).utf8.count, 65536)
+    }
+
+    func testExpect100Continue() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().status, 100, "the interim response comes before the body is sent")
+        try client.send("hello")
+        XCTAssertEqual(try client.readResponse().text, "hello")
+        // Too long: 413 instead of 100, and the body is never sent.
+        try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().status, 413)
+        XCTAssertTrue(client.isClosedByPeer(timeout: 5))
+    }
+
+    func testHeadHasNoBody() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        let head = try client.get("/", method: "HEAD")
+        XCTAssertEqual(head.status, 200)
+        XCTAssertEqual(head.headers["content-length"], "13", "HEAD reports the length GET would have")
+        // Had a body been sent, it would be read as the next response's status line.
+        let next = try client.get("/")
+        XCTAssertEqual(next.text, "Hello, World!")
+    }
+
+    func testHTTP10ClosesUnlessKeepAlive() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let keep = try raw(server)
+        try keep.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        let reply = try keep.readResponse()
+        XCTAssertEqual(reply.headers["connection"], "keep-alive")
+        try keep.send("GET / HTTP/1.0\r\n\r\n")
+        XCTAssertEqual(try keep.readResponse().text, "Hello, World!")
+        XCTAssertTrue(keep.isClosedByPeer(timeout: 5), "an HTTP/1.0 request without keep-alive closes")
+    }
+
+    func testCrashInAHandlerGets503AndTheNextRequestIsServed() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        let before = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+        let crashed = try client.get("/crash")
+        XCTAssertEqual(crashed.status, 503)
+        let after = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text),
+                                  "the same connection is served by the replacement")
+        XCTAssertNotEqual(before.pid, after.pid)
+        XCTAssertEqual(before.conn, after.conn)
+        assertMasterAndManagerUnchanged(server)
+    }
+
+    func testHandlerThatThrowsGets500AndTheConnectionGoesOn() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        XCTAssertEqual(try client.get("/throw").status, 500)
+        XCTAssertEqual(try client.get("/").text, "Hello, World!")
+    }
+
+    func testNoAnswerWithinTheResponseTimeoutGets504() throws {
+        let server = try startHTTP(["--worker-num", "1", "--http-response-timeout", "1"])
+        let client = try raw(server)
+        let started = Date()
+        let late = try client.get("/sleep?ms=1500")
+        XCTAssertEqual(late.status, 504)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 1.45, "504 at the timeout, not when the worker answers")
+        // The worker answers the sleep at 1.5 s; that late answer is dropped, and the next
+        // request of the connection (handled after it, in order) gets its own response.
+        XCTAssertEqual(try client.get("/").text, "Hello, World!")
+        assertMasterAndManagerUnchanged(server)
+    }
+
+    func testSlowClientsAreBoundedByTimeouts() throws {
+        let server = try startHTTP(["--worker-num", "1", "--http-header-timeout", "0.5", "--http-body-timeout", "0.5"])
+        let head = try raw(server)
+        try head.send("GET / HTTP/1.1\r\nHost: t\r\n")
+        XCTAssertTrue(head.isClosedByPeer(timeout: 5), "a head never finished is cut off")
+
+        let body = try raw(server)
+        try body.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        XCTAssertEqual(try body.readResponse().status, 408)
+        XCTAssertTrue(body.isClosedByPeer(timeout: 5))
+
+        // An idle keep-alive connection is closed after the header timeout too.
+        let idle = try raw(server)
+        XCTAssertEqual(try idle.get("/").status, 200)
+        XCTAssertTrue(idle.isClosedByPeer(timeout: 5))
+    }
+
+    func testKeepAliveConnectionSurvivesAReload() throws {
+        let server = try startHTTP(["--worker-num", "2"])
+        let client = try raw(server)
+        let before = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+        try server.signal(SIGUSR1)
+        try eventually("a new worker answers on the same connection", timeout: 15) {
+            let now = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+            XCTAssertEqual(now.conn, before.conn)
+            return now.pid != before.pid
+        }
+        XCTAssertEqual(try client.get("/").text, "Hello, World!")
+    }
+
+    func testHTTPAndLineProtocolShareTheWorkers() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let line = try connect(server)
+        XCTAssertEqual(try line.request("ping"), "pong")
+        let viaHTTP = try XCTUnwrap(WhoAmI.parseTCP(try curl([url(server, "/whoami")])))
+        let viaLine = try whoami(line)
+        XCTAssertEqual(viaHTTP.pid, viaLine.pid)
+    }
+}
