@@ -48,6 +48,7 @@ struct Start: ParsableCommand {
     @Option(name: .customLong("http-response-timeout"), help: "HTTP: seconds a worker may take to answer before a 504.") var httpResponseTimeout: Double?
     @Option(name: .customLong("http-header-timeout"), help: "HTTP: seconds to receive a request head (and keep-alive idle time).") var httpHeaderTimeout: Double?
     @Option(name: .customLong("http-body-timeout"), help: "HTTP: seconds to receive a request body after its head.") var httpBodyTimeout: Double?
+    @Flag(name: .customLong("http-compression"), help: "HTTP: gzip text responses for clients that accept it.") var httpCompression = false
     @Option(name: .customLong("package-max-length"), help: "Longest packet or HTTP request body, in bytes.") var packageMaxLength: Int?
     @OptionGroup var control: StartOptions
 
@@ -88,6 +89,7 @@ struct Start: ParsableCommand {
             if let httpResponseTimeout { http.httpResponseTimeout = httpResponseTimeout }
             if let httpHeaderTimeout { http.httpHeaderTimeout = httpHeaderTimeout }
             if let httpBodyTimeout { http.httpBodyTimeout = httpBodyTimeout }
+            http.httpCompression = httpCompression
             httpIndex = server.addListener(host: host, port: httpPort, type: .tcp, protocol: http)
         }
 
@@ -168,6 +170,10 @@ enum HTTPRoutes {
             }
             try await Task.sleep(for: .milliseconds(ms))
             try response.end("slept \(ms)")
+        case (.get, "/text"):
+            // A compressible body: n lines of text.
+            let lines = request.query["lines"].flatMap(Int.init) ?? 100
+            try response.end((0..<lines).map { "line \($0) of some compressible text" }.joined(separator: "\n"))
         case (.post, "/echo"):
             if let type = request.headers[.contentType] { response.headers[.contentType] = type }
             try response.end(request.body)

@@ -274,4 +274,38 @@ final class HTTPTests: SwoopTestCase {
         let viaLine = try whoami(line)
         XCTAssertEqual(viaHTTP.pid, viaLine.pid)
     }
+
+    func testGzipForTextResponsesWhenEnabled() throws {
+        let server = try startHTTP(["--worker-num", "1", "--http-compression"])
+        let expected = (0..<200).map { "line \($0) of some compressible text" }.joined(separator: "\n")
+        XCTAssertEqual(try curl(["--compressed", url(server, "/text?lines=200")]), expected)
+
+        let client = try raw(server)
+        let gzipped = try client.get("/text?lines=200", headers: ["Accept-Encoding: gzip"])
+        XCTAssertEqual(gzipped.headers["content-encoding"], "gzip")
+        XCTAssertLessThan(gzipped.body.count, expected.utf8.count / 4)
+        XCTAssertEqual(gzipped.body.prefix(2), [0x1f, 0x8b], "a gzip stream")
+        let plain = try client.get("/text?lines=200")
+        XCTAssertNil(plain.headers["content-encoding"], "not for a client that does not accept it")
+        XCTAssertEqual(plain.text, expected)
+        let small = try client.get("/", headers: ["Accept-Encoding: gzip"])
+        XCTAssertNil(small.headers["content-encoding"], "not for a body under httpCompressionMinLength")
+        XCTAssertEqual(small.text, "Hello, World!")
+        try client.send(RawHTTPClient.request("POST", "/echo", headers: ["Accept-Encoding: gzip", "Content-Type: image/png"],
+                                              body: String(repeating: "p", count: 500)))
+        let binary = try client.readResponse()
+        XCTAssertNil(binary.headers["content-encoding"], "not for a type that is not text")
+        XCTAssertEqual(binary.body.count, 500)
+
+        // An interim 100 does not upset the compressor's pairing of requests and responses.
+        try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nContent-Type: text/plain\r\n"
+                        + "Content-Length: 300\r\nExpect: 100-continue\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().status, 100)
+        try client.send(String(repeating: "t", count: 300))
+        let echoed = try client.readResponse()
+        XCTAssertEqual(echoed.headers["content-encoding"], "gzip")
+        let streamed = try client.get("/stream?parts=50", headers: ["Accept-Encoding: gzip"])
+        XCTAssertEqual(streamed.headers["content-encoding"], "gzip", "streamed text too")
+        XCTAssertEqual(try client.get("/").text, "Hello, World!")
+    }
 }

@@ -32,6 +32,14 @@ final class SettingsTests: XCTestCase {
         assertInvalid("maxRequest") { $0.maxRequest = -5 }
         assertInvalid("maxWaitTime") { $0.maxWaitTime = 0 }
         assertInvalid("taskQueueLimit") { $0.taskQueueLimit = 0 }
+        assertInvalid("protocol.openHTTPProtocol") {
+            $0.protocol.openHTTPProtocol = true
+            $0.protocol.openEOFSplit = true
+        }
+        assertInvalid("protocol.httpHeaderTimeout") { $0.protocol.httpHeaderTimeout = 0 }
+        assertInvalid("protocol.httpBodyTimeout") { $0.protocol.httpBodyTimeout = -1 }
+        assertInvalid("protocol.httpResponseTimeout") { $0.protocol.httpResponseTimeout = .nan }
+        assertInvalid("protocol.httpCompressionMinLength") { $0.protocol.httpCompressionMinLength = -1 }
         assertInvalid("bufferOutputSize") { $0.bufferOutputSize = 0 }
         assertInvalid("protocol.packageEOF") {
             $0.protocol.openEOFSplit = true

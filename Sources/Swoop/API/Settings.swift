@@ -110,6 +110,13 @@ public struct ProtocolSettings: Sendable {
     /// HTTP: seconds a worker may take to begin its response. Over it the master answers 504
     /// itself; the connection stays open and the worker's late answer is dropped.
     public var httpResponseTimeout: Double = 60
+    /// HTTP: gzip (or deflate) text responses for clients that accept it (Swoole's
+    /// `http_compression`): `text/*`, JSON, JavaScript, XML and SVG bodies of at least
+    /// `httpCompressionMinLength` bytes, and streamed ones. The reactor compresses, so the
+    /// workers' code needs no change.
+    public var httpCompression: Bool = false
+    /// HTTP: the smallest body worth compressing, in bytes (Swoole's `http_compression_min_length`).
+    public var httpCompressionMinLength: Int = 20
 
     public init() {}
 }
@@ -239,6 +246,7 @@ extension ProtocolSettings {
         }
         if !(httpHeaderTimeout > 0) { throw fail("httpHeaderTimeout", "must be positive, got \(httpHeaderTimeout)") }
         if !(httpBodyTimeout > 0) { throw fail("httpBodyTimeout", "must be positive, got \(httpBodyTimeout)") }
+        if httpCompressionMinLength < 0 { throw fail("httpCompressionMinLength", "must not be negative") }
         if !(httpResponseTimeout > 0) { throw fail("httpResponseTimeout", "must be positive, got \(httpResponseTimeout)") }
     }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTPCompression
 
 /// The master's side of one HTTP connection, in its reactor thread. NIOHTTP1 parses the
 /// requests and encodes the responses; this handler gathers each request whole, hands it
@@ -74,8 +75,11 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
-                // The client waits for this before it sends the body; the length was checked above.
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
+                // The client waits for this before it sends the body; the length was checked
+                // above. Written past the compressor, which would take it for the response
+                // and pair the real one with the next request.
+                let interim = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseCompressor.self)) ?? context
+                interim.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
                                       promise: nil)
             }
             state = .reading(head, body: context.channel.allocator.buffer(capacity: 0))
@@ -114,10 +118,11 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// The hook for static files: a request that the static handler serves from the reactor
-    /// (`documentRoot` + `enableStaticHandler`) never reaches a worker. It returns true when
-    /// it wrote the whole response (then calls ``staticResponseEnded(close:)``), false when the
-    /// request is not for it.
+    /// The hook for static files (`documentRoot` + `enableStaticHandler`, Protocol/StaticFiles.swift):
+    /// a request the static handler serves is answered here in the reactor, without a worker
+    /// hop, and the method returns true ("handled"); false ("not mine") sends it on to a
+    /// worker. To serve one, answer with ``respondLocally(_:headers:body:to:)``, which applies
+    /// keep-alive, Date/Server and HEAD like any other response.
     private func offerToStaticHandler(_ head: HTTPRequestHead) -> Bool {
         false
     }
@@ -173,16 +178,22 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// Answers the request in hand from the master, without a body of note.
+    /// Answers the request in hand from the master with a short text (503, 504).
     private func answer(_ status: HTTPResponseStatus, _ request: HTTPRequestHead) {
+        respondLocally(status, headers: HTTPHeaders([("Content-Type", "text/plain")]),
+                       body: ByteBuffer(string: "\(status.code) \(status.reasonPhrase)\n"), to: request)
+    }
+
+    /// Writes a whole response made in the reactor (no worker involved) to `request`, the
+    /// request in hand, and goes on to the next request, or closes when the request asked so.
+    func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: HTTPRequestHead) {
         guard let context else { return }
         timer?.cancel()
-        let text = "\(status.code) \(status.reasonPhrase)\n"
-        var fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count))])
-        let close = !request.isKeepAlive
-        if close { fields.add(name: "Connection", value: "close") }
+        var fields = headers
+        fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+        let close = !request.isKeepAlive || fields.first(name: "Connection")?.lowercased() == "close"
         context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: close))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         finish(close: close)
     }
 
@@ -237,14 +248,29 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     private func responseHead(_ status: HTTPResponseStatus, _ fields: HTTPHeaders, for request: HTTPRequestHead,
                               close: Bool) -> HTTPResponseHead {
         var fields = fields
-        if !fields.contains(name: "Server") { fields.add(name: "server", value: HTTPDate.serverName) }
-        if !fields.contains(name: "Date") { fields.add(name: "date", value: HTTPDate.now()) }
+        if !fields.contains(name: "Server") { fields.add(name: "Server", value: HTTPDate.serverName) }
+        if !fields.contains(name: "Date") { fields.add(name: "Date", value: HTTPDate.now()) }
         if close {
-            if request.isKeepAlive { fields.replaceOrAdd(name: "Connection", value: "close") }
+            fields.replaceOrAdd(name: "Connection", value: "close")
         } else if request.version < .http1_1 {
             fields.replaceOrAdd(name: "Connection", value: "keep-alive")
         }
         return HTTPResponseHead(version: request.version < .http1_1 ? .http1_0 : .http1_1, status: status, headers: fields)
+    }
+
+    /// Which responses the compressor may compress: text of at least `minLength` bytes, or
+    /// streamed text (its length unknown), and nothing the handler encoded itself.
+    static func compressionPredicate(minLength: Int) -> HTTPResponseCompressor.ResponseCompressionPredicate {
+        return { head, supported in
+            guard supported, !head.headers.contains(name: "Content-Encoding") else { return .doNotCompress }
+            if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length < minLength {
+                return .doNotCompress
+            }
+            let type = head.headers.first(name: "Content-Type")?.lowercased() ?? ""
+            let text = type.hasPrefix("text/") || type.hasPrefix("application/json") || type.contains("javascript")
+                || type.hasPrefix("application/xml") || type.hasPrefix("image/svg+xml") || type.hasSuffix("+json")
+            return text ? .compressIfPossible : .doNotCompress
+        }
     }
 
     private func armTimer(_ seconds: Double, _ body: @escaping (HTTPSession) -> Void) {

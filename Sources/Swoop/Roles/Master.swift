@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPCompression
 import NIOPosix
 
 /// The master process: it binds the listeners, starts the manager, runs the acceptor and
@@ -171,6 +172,12 @@ final class Master: MasterEvents, @unchecked Sendable {
                         // NIO's parser (llhttp), its pipelining guard (one request at a time,
                         // responses in order) and its 400 for a request it cannot parse.
                         try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                        if framing.httpCompression {
+                            // After the pipelining guard, so it pairs each response with the
+                            // Accept-Encoding of the request it answers.
+                            try pipeline.addHandler(HTTPResponseCompressor(
+                                responseCompressionPredicate: HTTPSession.compressionPredicate(minLength: framing.httpCompressionMinLength)))
+                        }
                         let client = ClientConnection(
                             id: id, sequence: sequence, listener: index, reactor: reactor,
                             channel: channel, serverPort: serverPort)

@@ -1,0 +1,51 @@
+import NIOCore
+import XCTest
+@testable import Swoop
+
+/// The pure parts of HTTP: query and form decoding, cookies, the Date header, and how a
+/// worker's `Request` is built from the wire head.
+final class HTTPFormatsTests: XCTestCase {
+    func testFormDecoding() {
+        XCTAssertEqual(URLEncoding.parseForm("a=1&b=x+y&c=%2F%c3%A9&flag&=nokey&&a=2"),
+                       ["a": "2", "b": "x y", "c": "/é", "flag": ""])
+        XCTAssertEqual(URLEncoding.parseForm("bad=%zz%4"), ["bad": "%zz%4"], "a malformed escape is kept")
+        XCTAssertEqual(URLEncoding.decode("a+b%20c", plusIsSpace: false), "a+b c")
+        XCTAssertEqual(URLEncoding.parseForm(""), [:])
+    }
+
+    func testCookies() {
+        XCTAssertEqual(CookieHeader.parse(["a=1; b=\"two\";c=%20x", "a=ignored; d="]),
+                       ["a": "1", "b": "two", "c": " x", "d": ""])
+        XCTAssertEqual(CookieHeader.parse([";;  ; =x"]), [:])
+    }
+
+    func testDateIsIMFFixdate() {
+        var epoch: time_t = 784_111_777
+        XCTAssertEqual(HTTPDate.format(&epoch), "Sun, 06 Nov 1994 08:49:37 GMT")
+        XCTAssertEqual(HTTPDate.now().count, 29)
+    }
+
+    func testRequestFromTheWire() {
+        let head = HTTPWireHead(method: "POST", target: "/path/x%20y?q=1&r=a+b", versionMajor: 1, versionMinor: 1,
+                                headers: [.init(name: "Host", value: "example.com"),
+                                          .init(name: "Content-Type", value: "application/x-www-form-urlencoded; charset=utf-8"),
+                                          .init(name: "Cookie", value: "s=abc"),
+                                          .init(name: "X-Twice", value: "1"), .init(name: "X-Twice", value: "2")])
+        let request = Request(wire: head, body: ByteBuffer(string: "name=Jo+Doe"), connection: ConnectionID(9), reactorId: 1)
+        XCTAssertEqual(request.method, .post)
+        XCTAssertEqual(request.head.authority, "example.com")
+        XCTAssertEqual(request.path, "/path/x%20y")
+        XCTAssertEqual(request.queryString, "q=1&r=a+b")
+        XCTAssertEqual(request.query, ["q": "1", "r": "a b"])
+        XCTAssertEqual(request.cookies, ["s": "abc"])
+        XCTAssertEqual(request.form, ["name": "Jo Doe"])
+        XCTAssertEqual(request.headers[values: HTTPField.Name("X-Twice")!], ["1", "2"])
+        XCTAssertEqual(request.version, "1.1")
+    }
+
+    func testMediaTypes() {
+        XCTAssertEqual(MediaType.guess("/a/b/index.HTML"), "text/html; charset=utf-8")
+        XCTAssertEqual(MediaType.guess("/a/b.c/noext"), "application/octet-stream")
+        XCTAssertEqual(MediaType.guess("x.json"), "application/json")
+    }
+}
