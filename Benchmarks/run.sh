@@ -169,23 +169,28 @@ trap 'exit 143' TERM
 # Measuring
 # ---------------------------------------------------------------------------------------
 
-# Resident memory of a process tree in KiB (VmRSS of the master and every descendant) and
-# the CPU clock ticks it has used (utime + stime of each). Prints "<kib> <ticks>".
-# Shared pages count once per process, as `ps` shows them: an upper bound on what the tree
-# really holds, and the figure an operator sees.
+# Resident memory of a process tree in KiB (VmRSS of the master and every descendant), the
+# CPU clock ticks it has used (utime + stime of each), and its proportional set size (PSS).
+# Prints "<rss kib> <ticks> <pss kib>". With VmRSS, shared pages (the Swift runtime,
+# Foundation, NIO: most of each process) count once per process, as `ps` shows them: an
+# upper bound, and the figure an operator sees. PSS divides each shared page among the
+# processes that map it: what the tree really costs the machine.
 tree_usage() {
-    local rss=0 ticks=0 pid key value rest stat
+    local rss=0 ticks=0 pss=0 pid key value rest stat
     local -a fields
     for pid in $(descendants "$1"); do
         while read -r key value rest; do
             if [[ "$key" == VmRSS: ]]; then rss=$((rss + value)); break; fi
         done 2>/dev/null <"/proc/$pid/status" || true
+        while read -r key value rest; do
+            if [[ "$key" == Pss: ]]; then pss=$((pss + value)); break; fi
+        done 2>/dev/null <"/proc/$pid/smaps_rollup" || true
         if read -r stat 2>/dev/null <"/proc/$pid/stat"; then
             read -r -a fields <<<"${stat##*) }"
             ticks=$((ticks + fields[11] + fields[12]))   # fields 14 and 15 of the whole line
         fi
     done
-    echo "$rss $ticks"
+    echo "$rss $ticks $pss"
 }
 
 # Microseconds on the wall clock, from a builtin (no fork).
@@ -243,7 +248,7 @@ process_ticks() {
 
 # Runs swoop-load pinned to LOAD_CPU against SERVER_PORT and samples, during the measured
 # window, the server tree's memory and the CPU time of the server, of the load and of each
-# of the two CPUs. Sets LOAD_LINE, LOAD_STATUS, RSS_LOAD_KB (the peak), SERVER_CPU_PCT (the
+# of the two CPUs. Sets LOAD_LINE, LOAD_STATUS, RSS_LOAD_KB and PSS_LOAD_KB (the peaks), SERVER_CPU_PCT (the
 # server tree's CPU time in % of one core: near 100 its core is the limit, as it should be)
 # and OTHERS_CPU0_PCT, OTHERS_CPU1_PCT: what the rest of the machine took of each of the two
 # CPUs (their busy time less the server's, less the load's). Anything but a few % there
@@ -256,17 +261,18 @@ run_load() {
         >"$work/$label.load" 2>"$work/$label.load.stderr" &
     local load=$!
     HELPER_PIDS+=("$load")
-    local measure_from=$(($(now_us) + WARMUP_US)) peak=0 now rss server_ticks load_ticks busy0 busy1
+    local measure_from=$(($(now_us) + WARMUP_US)) peak=0 pss_peak=0 now rss pss server_ticks load_ticks busy0 busy1
     local -a first=() last=()
     while is_alive "$load"; do
         sleep 0.25
         now="$(now_us)"
         (( now > measure_from )) || continue
-        read -r rss server_ticks <<<"$(tree_usage "$SERVER_PID")"
+        read -r rss server_ticks pss <<<"$(tree_usage "$SERVER_PID")"
         load_ticks="$(process_ticks "$load")"
         busy0="$(cpu_busy_ticks "$SERVER_CPU")"
         busy1="$(cpu_busy_ticks "$LOAD_CPU")"
         (( rss > peak )) && peak=$rss
+        (( pss > pss_peak )) && pss_peak=$pss
         # A sample counts only if the load was still running after it was taken.
         is_alive "$load" || break
         if (( ${#first[@]} == 0 )); then
@@ -283,6 +289,7 @@ run_load() {
     fi
     LOAD_LINE="$(tail -n 1 "$work/$label.load")"
     RSS_LOAD_KB=$peak
+    PSS_LOAD_KB=$pss_peak
     SERVER_CPU_PCT="" OTHERS_CPU0_PCT="" OTHERS_CPU1_PCT=""
     if (( ${#last[@]} > 0 && last[0] > first[0] )); then
         local -a shares
@@ -334,8 +341,8 @@ measure_server() {
     wait_for_quiet
     start_server "$label" "$@"
     sleep "$IDLE_SETTLE"
-    local idle ticks
-    read -r idle ticks <<<"$(tree_usage "$SERVER_PID")"
+    local idle ticks pss_idle
+    read -r idle ticks pss_idle <<<"$(tree_usage "$SERVER_PID")"
     run_load "$label" "$mode"
     stop_tree "$SERVER_PID"
 
@@ -345,6 +352,8 @@ measure_server() {
     done
     record "$scenario" rss_idle_kb "$idle"
     record "$scenario" rss_load_kb "$RSS_LOAD_KB"
+    record "$scenario" pss_idle_kb "$pss_idle"
+    record "$scenario" pss_load_kb "$PSS_LOAD_KB"
     record "$scenario" startup_ms "$SERVER_STARTUP_MS"
     record "$scenario" server_cpu_pct "$SERVER_CPU_PCT"
     record "$scenario" others_cpu0_pct "$OTHERS_CPU0_PCT"
@@ -470,6 +479,8 @@ FIGURES=(
     "latency p99 (µs)|p99_us|1|yes"
     "resident memory idle (MiB, whole process tree)|rss_idle_kb|1024|yes"
     "resident memory under load (MiB, peak)|rss_load_kb|1024|yes"
+    "proportional memory (PSS) idle (MiB, whole tree)|pss_idle_kb|1024|yes"
+    "proportional memory (PSS) under load (MiB, peak)|pss_load_kb|1024|yes"
     "start-up to ready line (ms)|startup_ms|1|yes"
     "server CPU under load (% of CPU $SERVER_CPU)|server_cpu_pct|1|no"
     "load generator CPU (% of CPU $LOAD_CPU)|load_cpu_pct|1|no"
