@@ -119,6 +119,8 @@ final class HTTPTests: SwoopTestCase {
         let big = try client.readResponse()
         XCTAssertEqual(big.body.count, mebibyte.count)
         XCTAssertTrue(big.body == mebibyte, "the 1 MiB body came back intact")
+        XCTAssertEqual(big.headers["content-length"], String(mebibyte.count),
+                       "a whole body sent in several IPC parts keeps its length")
 
         // 1 MiB chunked, as curl sends it.
         let path = NSTemporaryDirectory() + "swoop-body-\(getpid()).bin"

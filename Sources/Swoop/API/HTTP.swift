@@ -204,6 +204,23 @@ public final class Response: Sendable {
     }
 
     private func send(_ data: ByteBuffer, end: Bool) throws {
+        guard data.readableBytes > maxChunk else { return try sendPart(data, end: end) }
+        // A body larger than one IPC frame should carry goes in parts; a whole body sent at
+        // once keeps its Content-Length rather than turning chunked.
+        if end {
+            state.withLockedValue { state in
+                if !state.headSent && state.headers[.contentLength] == nil {
+                    state.headers[.contentLength] = String(data.readableBytes)
+                }
+            }
+        }
+        var rest = data
+        while let part = rest.readSlice(length: min(maxChunk, rest.readableBytes)), part.readableBytes > 0 {
+            try sendPart(part, end: end && rest.readableBytes == 0)
+        }
+    }
+
+    private func sendPart(_ data: ByteBuffer, end: Bool) throws {
         let message = try state.withLockedValue { state -> IPCMessage in
             guard !state.ended else { throw ServerError.responseEnded }
             state.ended = end
