@@ -37,15 +37,6 @@ public struct DispatchMode: Sendable, CustomStringConvertible {
 
     init(kind: Kind) { self.kind = kind }
 
-    /// Whether a connection's packets always land on one worker, so that onConnect and
-    /// onClose reach the worker that saw its packets.
-    var isSticky: Bool {
-        switch kind {
-        case .fixed, .ipHash: return true
-        default: return false
-        }
-    }
-
     public var description: String {
         switch kind {
         case .roundRobin: return "1 (round robin)"

@@ -247,8 +247,6 @@ final class MasterCore: @unchecked Sendable {
         lock.withLock { managerChannel = channel }
     }
 
-    /// Whether the last reload succeeded (nil while none has ended).
-    let lastReload = NIOLockedValueBox<Bool?>(nil)
     /// Who waits for the outcome of which reload (the control socket's `reload`).
     let reloads = NIOLockedValueBox(ReloadTracker<@Sendable (Bool?) -> Void>())
 
@@ -259,7 +257,6 @@ final class MasterCore: @unchecked Sendable {
 
     /// The manager reported the end of a reload.
     func reloadFinished(succeeded: Bool) {
-        lastReload.withLockedValue { $0 = succeeded }
         for done in reloads.withLockedValue({ $0.finished() }) { done(succeeded) }
     }
 
