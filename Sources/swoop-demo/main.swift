@@ -194,7 +194,7 @@ enum HTTPRoutes {
             try response.end(request.form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
         case (.get, "/query"):
             try response.end(request.query.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
-        case (.get, "/file"):
+        case (.get, "/file"), (.head, "/file"):
             // Only files in the temporary directory: the demo must not serve the machine.
             let path = request.query["path"] ?? ""
             guard path.hasPrefix(NSTemporaryDirectory()), !path.contains("..") else {
@@ -203,7 +203,8 @@ enum HTTPRoutes {
                 return
             }
             response.headers[.contentType] = nil
-            try response.sendfile(path)
+            try response.sendfile(path, offset: request.query["offset"].flatMap(Int.init) ?? 0,
+                                  length: request.query["length"].flatMap(Int.init))
         case (.get, "/throw"):
             throw CocoaError(.featureUnsupported)
         case (.get, "/crash"):

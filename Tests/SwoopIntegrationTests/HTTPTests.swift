@@ -310,4 +310,33 @@ final class HTTPTests: SwoopTestCase {
         XCTAssertEqual(streamed.headers["content-encoding"], "gzip", "streamed text too")
         XCTAssertEqual(try client.get("/").text, "Hello, World!")
     }
+
+    func testSendfileIsStreamedByTheMaster() throws {
+        // 8 MiB: four times bufferOutputSize, which a reply through the IPC socket could not exceed.
+        let server = try startHTTP(["--worker-num", "1", "--http-compression"])
+        let path = NSTemporaryDirectory() + "swoop-sendfile-big-\(getpid()).txt"
+        let line = Array("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ!?\n".utf8)
+        var bytes: [UInt8] = []
+        while bytes.count < 8 << 20 { bytes += line }
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        defer { unlink(path) }
+        let out = NSTemporaryDirectory() + "swoop-sendfile-out-\(getpid()).txt"
+        defer { unlink(out) }
+        let headers = try curl(["--compressed", "-D", "-", "-o", out, url(server, "/file?path=\(path)")])
+        XCTAssertTrue(FileManager.default.contents(atPath: out) == Data(bytes), "the whole file arrived intact")
+        XCTAssertTrue(headers.lowercased().contains("content-length: \(bytes.count)"), headers)
+        XCTAssertFalse(headers.lowercased().contains("content-encoding"), "a file region is not compressed: \(headers)")
+        XCTAssertFalse(headers.lowercased().contains("x-swoop"), "no internal marker leaks: \(headers)")
+
+        let client = try raw(server)
+        let part = try client.get("/file?path=\(path)&offset=10&length=26")
+        XCTAssertEqual(part.text, "abcdefghijklmnopqrstuvwxyz")
+        XCTAssertEqual(part.headers["content-type"], "text/plain; charset=utf-8")
+        let head = try client.get("/file?path=\(path)", method: "HEAD")
+        XCTAssertEqual(head.headers["content-length"], String(bytes.count))
+        XCTAssertEqual(try client.get("/file?path=\(path)&offset=\(bytes.count)&length=1").status, 500,
+                       "a range outside the file makes the handler throw")
+        XCTAssertEqual(try client.get("/file?path=\(NSTemporaryDirectory())swoop-missing-\(getpid())").status, 500)
+        XCTAssertEqual(try client.get("/").text, "Hello, World!", "the connection goes on")
+    }
 }

@@ -42,6 +42,8 @@ final class IPCCodecTests: XCTestCase {
         .httpResponse(connection: 4, sequence: 2, status: 599, headers: [], body: ByteBuffer(), end: false),
         .httpBody(connection: 4, sequence: 2, data: ByteBuffer(string: "chunk"), end: false),
         .httpBody(connection: 4, sequence: 2, data: ByteBuffer(), end: true),
+        .httpSendfile(connection: 5, sequence: 9, status: 206, headers: [.init(name: "Content-Type", value: "text/html")],
+                      path: "/srv/www/index.html", device: 2049, inode: 1 << 40, offset: 100, length: 5_000_000_000),
     ]
 
     func testEveryMessageRoundTrips() throws {

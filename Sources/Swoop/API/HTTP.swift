@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 @_exported import HTTPTypes
 import NIOConcurrencyHelpers
@@ -76,7 +79,7 @@ public struct Request: Sendable {
 /// The answer to one ``Request`` (Swoole's `Swoole\Http\Response`). Set ``status`` and
 /// ``headers``, then either ``end(_:)-(ByteBuffer)`` once with the whole body, or
 /// ``write(_:)-(ByteBuffer)`` parts (sent at once, with chunked transfer encoding) and
-/// ``end(_:)-(ByteBuffer)``, or ``sendfile(_:contentType:)``. A handler that returns without
+/// ``end(_:)-(ByteBuffer)``, or ``sendfile(_:offset:length:contentType:)``. A handler that returns without
 /// ending its response ends it with what it has; one that throws before anything was sent
 /// answers 500.
 ///
@@ -180,27 +183,36 @@ public final class Response: Sendable {
         try end(ByteBuffer(string: text))
     }
 
-    /// Ends the response with a file's contents (Swoole's `sendfile`). The worker reads the
-    /// file and streams it in parts with a `Content-Length`; `contentType` defaults to one
-    /// guessed from the file's extension.
-    public func sendfile(_ path: String, contentType: String? = nil) throws {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw ServerError.fileNotReadable(path) }
-        defer { try? handle.close() }
-        let size = try handle.seekToEnd()
-        try handle.seek(toOffset: 0)
-        state.withLockedValue { state in
-            state.headers[.contentLength] = String(size)
+    /// Ends the response with a file's contents, or `length` bytes of it from `offset`
+    /// (Swoole's `sendfile`). The worker only checks the file; the master's reactor sends it
+    /// with sendfile(2), a socket buffer at a time as the client reads, so a large file costs
+    /// the worker nothing and is not bounded by `bufferOutputSize`. `contentType` defaults
+    /// to one guessed from the file's extension. Throws when the file cannot be read or the
+    /// range lies outside it; nothing may have been written before.
+    public func sendfile(_ path: String, offset: Int = 0, length: Int? = nil, contentType: String? = nil) throws {
+        let fd = try? Syscall.open(path, O_RDONLY)
+        guard let fd else { throw ServerError.fileNotReadable(path) }
+        defer { Syscall.close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { throw ServerError.fileNotReadable(path) }
+        let size = Int(info.st_size)
+        let count = length ?? (size - offset)
+        guard offset >= 0, count >= 0, offset + count <= size else {
+            throw ServerError.invalidRange(path: path, offset: offset, length: count, size: size)
+        }
+        let message = try state.withLockedValue { state -> IPCMessage in
+            guard !state.ended, !state.headSent else { throw ServerError.responseEnded }
+            state.ended = true
+            state.headSent = true
             if state.headers[.contentType] == nil {
                 state.headers[.contentType] = contentType ?? MediaType.guess(path)
             }
+            let pairs = state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
+            return .httpSendfile(connection: connection, sequence: sequence, status: state.status.code, headers: pairs,
+                                 path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
+                                 offset: UInt64(offset), length: UInt64(count))
         }
-        var left = Int(size)
-        repeat {
-            let data = try handle.read(upToCount: min(left, maxChunk)) ?? Data()
-            guard !data.isEmpty || left == 0 else { throw ServerError.fileNotReadable(path) }
-            left -= data.count
-            try send(ByteBuffer(bytes: data), end: left <= 0)
-        } while left > 0
+        worker.post(message)
     }
 
     private func send(_ data: ByteBuffer, end: Bool) throws {

@@ -115,6 +115,8 @@ public enum ServerError: Error, CustomStringConvertible, Equatable, Codable {
     case responseEnded
     /// `sendfile` could not open or read the file.
     case fileNotReadable(String)
+    /// `sendfile`'s range lies outside the file.
+    case invalidRange(path: String, offset: Int, length: Int, size: Int)
 
     public var description: String {
         switch self {
@@ -131,6 +133,8 @@ public enum ServerError: Error, CustomStringConvertible, Equatable, Codable {
         case let .daemonFailed(reason): return "the daemon did not start: \(reason)"
         case .responseEnded: return "the HTTP response has already ended"
         case let .fileNotReadable(path): return "cannot read the file \(path)"
+        case let .invalidRange(path, offset, length, size):
+            return "the range \(offset)+\(length) lies outside \(path) (\(size) bytes)"
         }
     }
 }

@@ -81,6 +81,11 @@ enum IPCMessage: Sendable, Equatable {
     case httpResponse(connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool)
     /// More of a response's body; `end`: the last part (worker → master).
     case httpBody(connection: UInt64, sequence: UInt32, data: ByteBuffer, end: Bool)
+    /// A whole response whose body is `length` bytes of a file from `offset`: the master sends
+    /// it with sendfile, so it is neither copied through the IPC socket nor bounded by
+    /// `bufferOutputSize`. `device`/`inode` are the file the worker checked (worker → master).
+    case httpSendfile(connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], path: String,
+                      device: UInt64, inode: UInt64, offset: UInt64, length: UInt64)
 }
 
 /// One header line on the wire, in the order it was received or set.
@@ -119,7 +124,7 @@ enum IPCCodec {
         case hello = 1, connect, receive, close, packet, send, sendTo, closeConnection, done
         case pipeMessage, request, response, stopping, workerReady, reload, shutdown
         case task, taskResult, recycle, activate, reloadDone
-        case httpRequest, httpResponse, httpBody
+        case httpRequest, httpResponse, httpBody, httpSendfile
     }
 
     enum DecodeError: Error, Equatable {
@@ -250,6 +255,17 @@ enum IPCCodec {
             buffer.writeInteger(sequence)
             buffer.writeInteger(end ? UInt8(1) : 0)
             buffer.writeImmutableBuffer(data)
+        case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
+            buffer.writeInteger(Tag.httpSendfile.rawValue)
+            buffer.writeInteger(connection)
+            buffer.writeInteger(sequence)
+            buffer.writeInteger(UInt16(truncatingIfNeeded: status))
+            writeHeaders(headers, into: &buffer)
+            writeString(path, into: &buffer)
+            buffer.writeInteger(device)
+            buffer.writeInteger(inode)
+            buffer.writeInteger(offset)
+            buffer.writeInteger(length)
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start - headerSize), at: start)
     }
@@ -366,6 +382,14 @@ enum IPCCodec {
             let sequence: UInt32 = try read()
             let end = try read(UInt8.self) != 0
             return .httpBody(connection: connection, sequence: sequence, data: frame, end: end)
+        case .httpSendfile:
+            let connection: UInt64 = try read()
+            let sequence: UInt32 = try read()
+            let status = Int(try read(UInt16.self))
+            let headers = try readHeaders(&frame)
+            let path = try readString(&frame)
+            return .httpSendfile(connection: connection, sequence: sequence, status: status, headers: headers, path: path,
+                                 device: try read(), inode: try read(), offset: try read(), length: try read())
         }
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
@@ -34,6 +37,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// The number of the request now in hand; answers for another one are late and dropped.
     private var sequence: UInt32 = 0
     private var timer: Scheduled<Void>?
+    /// A file region is being sent. NIO counts its bytes as pending output, so the
+    /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
+    private(set) var sendingFile = false
 
     init(connection: ClientConnection, settings: ProtocolSettings) {
         self.connection = connection
@@ -163,6 +169,71 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         if end { finish(close: close) } else { context.flush() }
     }
 
+    /// A worker's whole response whose body is a file: sent from here with sendfile (a
+    /// `FileRegion`), a socket buffer at a time as the client reads, so a large file neither
+    /// crosses the IPC socket nor counts against `bufferOutputSize`.
+    func sendfile(sequence: UInt32, status: Int, headers: [HTTPWirePair], path: String,
+                  identity: (device: UInt64, inode: UInt64), offset: UInt64, length: UInt64) {
+        guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
+        timer?.cancel()
+        var file: NIOFileHandle?
+        if request.method != .HEAD && length > 0 {
+            // The file the worker looked at, still long enough; a file replaced or cut short
+            // since cannot give the length the worker promised.
+            guard let fd = try? Syscall.open(path, O_RDONLY) else {
+                return answer(.internalServerError, request, why: "sendfile: cannot open \(path)")
+            }
+            var info = stat()
+            guard fstat(fd, &info) == 0, UInt64(info.st_dev) == identity.device, UInt64(info.st_ino) == identity.inode,
+                  UInt64(info.st_size) >= offset + length else {
+                Syscall.close(fd)
+                return answer(.internalServerError, request, why: "sendfile: \(path) changed after the worker checked it")
+            }
+            file = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
+        }
+        var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
+        fields.replaceOrAdd(name: "Content-Length", value: String(length))
+        // The compressor cannot compress a file region: this marker, which its predicate
+        // removes, makes it pass the response through.
+        if settings.httpCompression { fields.add(name: HTTPSession.uncompressedMarker, value: "1") }
+        let close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"
+        let head = responseHead(HTTPResponseStatus(statusCode: status), fields, for: request, close: close)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let file {
+            let region = FileRegion(fileHandle: file, readerIndex: Int(offset), endIndex: Int(offset + length))
+            let sent = context.eventLoop.makePromise(of: Void.self)
+            sendingFile = true
+            context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: sent)
+            let watchdog = watchForTruncation(file, needing: Int64(offset + length))
+            sent.futureResult.whenComplete { [self] _ in
+                sendingFile = false
+                watchdog.cancel()
+                try? file.close()
+            }
+        }
+        finish(close: close)
+    }
+
+    /// Closes the connection if the file being sent shrinks below `end`: sendfile then
+    /// returns 0, which NIO takes as "try again when writable", at once, forever.
+    private func watchForTruncation(_ file: NIOFileHandle, needing end: Int64) -> RepeatedTask {
+        let loop = context!.eventLoop
+        let session = NIOLoopBound(self, eventLoop: loop)
+        return loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
+            let size = try? file.withUnsafeFileDescriptor { fd -> Int64 in
+                var info = stat()
+                return fstat(fd, &info) == 0 ? Int64(info.st_size) : Int64.max
+            }
+            if let size, size < end {
+                task.cancel()
+                session.value.closeNow(reason: "a file being sent was truncated")
+            }
+        }
+    }
+
+    /// The header that keeps the compressor off a response; never sent.
+    static let uncompressedMarker = "x-swoop-uncompressed"
+
     /// The worker holding this connection's request died. A request still waiting for its
     /// response gets a 503 and the connection goes on; one whose response had begun cannot
     /// be completed, so the connection is closed.
@@ -178,8 +249,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// Answers the request in hand from the master with a short text (503, 504).
-    private func answer(_ status: HTTPResponseStatus, _ request: HTTPRequestHead) {
+    /// Answers the request in hand from the master with a short text (500, 503, 504).
+    private func answer(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, why: String? = nil) {
+        if let why { connection.reactor.core.logger.warning("connection \(connection.id): \(why); answering \(status.code)") }
         respondLocally(status, headers: HTTPHeaders([("Content-Type", "text/plain")]),
                        body: ByteBuffer(string: "\(status.code) \(status.reasonPhrase)\n"), to: request)
     }
@@ -262,6 +334,10 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// streamed text (its length unknown), and nothing the handler encoded itself.
     static func compressionPredicate(minLength: Int) -> HTTPResponseCompressor.ResponseCompressionPredicate {
         return { head, supported in
+            if head.headers.contains(name: uncompressedMarker) {
+                head.headers.remove(name: uncompressedMarker)
+                return .doNotCompress
+            }
             guard supported, !head.headers.contains(name: "Content-Encoding") else { return .doNotCompress }
             if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length < minLength {
                 return .doNotCompress

@@ -236,6 +236,8 @@ extension IPCMessage {
             return body.readableBytes + headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
         case .httpBody(_, _, let data, _):
             return data.readableBytes + 32
+        case .httpSendfile(_, _, _, let headers, let path, _, _, _, _):
+            return path.utf8.count + headers.reduce(96) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
         default: return 0
         }
     }
@@ -308,7 +310,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // The write buffer's high-water mark is bufferOutputSize: a client that stops
         // reading is closed rather than allowed to grow the master's memory.
-        if !context.channel.isWritable {
+        if !context.channel.isWritable && http?.sendingFile != true {
             reactor.close(id, reset: true, reason: "output buffer exceeded bufferOutputSize (the client does not read)")
         }
     }

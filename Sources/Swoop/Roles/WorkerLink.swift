@@ -126,6 +126,11 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
             core.reactor(of: connection).onLoop {
                 $0.connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
             }
+        case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
+            core.reactor(of: connection).onLoop {
+                $0.connections[connection]?.http?.sendfile(sequence: sequence, status: status, headers: headers, path: path,
+                                                           identity: (device, inode), offset: offset, length: length)
+            }
         case let .closeConnection(connection, reset):
             core.reactor(of: connection).onLoop { $0.close(connection, reset: reset) }
         case let .sendTo(listener, address, port, data):
