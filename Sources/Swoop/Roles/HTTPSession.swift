@@ -40,6 +40,8 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// A file region is being sent. NIO counts its bytes as pending output, so the
     /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
     private(set) var sendingFile = false
+    /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
+    var heldBy: ObjectIdentifier?
 
     init(connection: ClientConnection, settings: ProtocolSettings) {
         self.connection = connection
@@ -236,8 +238,11 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
 
     /// The worker holding this connection's request died. A request still waiting for its
     /// response gets a 503 and the connection goes on; one whose response had begun cannot
-    /// be completed, so the connection is closed.
-    func workerDied(_ reason: String) {
+    /// be completed, so the connection is closed. A worker that held an earlier request of
+    /// the connection (in dispatch modes 1 and 3 each request may go elsewhere) is not the
+    /// one the request in hand depends on.
+    func workerDied(_ worker: ObjectIdentifier, _ reason: String) {
+        guard heldBy == worker else { return }
         switch state {
         case .waiting(let head):
             connection.reactor.core.logger.warning("connection \(connection.id): \(reason); answering 503")

@@ -135,7 +135,7 @@ final class MasterCore: @unchecked Sendable {
                 let reason = "worker \(endpoint.workerId) (pid \(endpoint.pid)) died while handling its request"
                 // An HTTP client gets an answer instead: 503, and its connection goes on.
                 if let http = reactor.connections[connection]?.http {
-                    http.workerDied(reason)
+                    http.workerDied(ObjectIdentifier(endpoint), reason)
                 } else {
                     reactor.close(connection, reset: false, reason: reason)
                 }

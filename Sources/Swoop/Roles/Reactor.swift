@@ -115,8 +115,9 @@ final class Reactor: @unchecked Sendable {
         let wire = HTTPWireHead(method: head.method.rawValue, target: head.uri,
                                 versionMajor: head.version.major, versionMinor: head.version.minor,
                                 headers: head.headers.map { HTTPWirePair(name: $0.name, value: $0.value) })
-        send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: wire, body: body),
-             toSlot: slot, connection: connection.id, isRequest: true)
+        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: wire, body: body),
+                          toSlot: slot, connection: connection.id, isRequest: true)
+        connection.http?.heldBy = holder.map(ObjectIdentifier.init)
     }
 
     /// Hands a UDP datagram to a worker: the ip-hash modes by the client's address, the
@@ -164,23 +165,26 @@ final class Reactor: @unchecked Sendable {
         }
     }
 
-    private func send(_ message: IPCMessage, toSlot slot: Int, connection: UInt64, isRequest: Bool = false) {
+    /// Writes a frame to the slot's worker and returns it; nil when the frame waits for one.
+    @discardableResult
+    private func send(_ message: IPCMessage, toSlot slot: Int, connection: UInt64, isRequest: Bool = false) -> WorkerEndpoint? {
         var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
         IPCCodec.encode(message, into: &frame)
         if let endpoint = workers[slot] {
             if isRequest { endpoint.began(connection) }
             endpoint.write(frame)
-            return
+            return endpoint
         }
         // No worker in this slot right now: hold the frame until its replacement arrives,
         // within a bound, so a crash loop cannot grow the master without limit.
         if waitingBytes + frame.readableBytes > core.maxWaitingBytes {
             core.logger.warning("no worker in slot \(slot) and the waiting queue is full; dropping a packet of connection \(connection)")
             if connection != 0 { close(connection, reset: false) }
-            return
+            return nil
         }
         waitingBytes += frame.readableBytes
         waiting[slot].append((isRequest ? connection : nil, frame))
+        return nil
     }
 
     /// Takes a new table of event workers from the registry and flushes what waited for them.
@@ -189,7 +193,10 @@ final class Reactor: @unchecked Sendable {
         for slot in waiting.indices where !waiting[slot].isEmpty {
             guard let endpoint = workers[slot] else { continue }
             for (request, frame) in waiting[slot] {
-                if let request { endpoint.began(request) }
+                if let request {
+                    endpoint.began(request)
+                    connections[request]?.http?.heldBy = ObjectIdentifier(endpoint)
+                }
                 waitingBytes -= frame.readableBytes
                 endpoint.write(frame)
             }
