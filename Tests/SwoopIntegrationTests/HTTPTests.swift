@@ -339,4 +339,16 @@ final class HTTPTests: SwoopTestCase {
         XCTAssertEqual(try client.get("/file?path=\(NSTemporaryDirectory())swoop-missing-\(getpid())").status, 500)
         XCTAssertEqual(try client.get("/").text, "Hello, World!", "the connection goes on")
     }
+
+    func testRequestsSentBeforeAHalfCloseAreAnswered() throws {
+        let server = try startHTTP(["--worker-num", "2"])
+        let client = try raw(server)
+        try client.send(RawHTTPClient.request("GET", "/sleep?ms=100") + RawHTTPClient.request("GET", "/")
+                        + RawHTTPClient.request("POST", "/echo", body: "bye"))
+        XCTAssertEqual(Glibc.shutdown(client.socket.fd, Int32(SHUT_WR)), 0)
+        XCTAssertEqual(try client.readResponse().text, "slept 100")
+        XCTAssertEqual(try client.readResponse().text, "Hello, World!")
+        XCTAssertEqual(try client.readResponse().text, "bye")
+        XCTAssertTrue(client.isClosedByPeer(timeout: 5), "closed once the last response is sent")
+    }
 }

@@ -40,6 +40,8 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// A file region is being sent. NIO counts its bytes as pending output, so the
     /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
     private(set) var sendingFile = false
+    /// The client will send nothing more: close once the response in hand has ended.
+    private var inputClosed = false
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
     var heldBy: ObjectIdentifier?
 
@@ -68,6 +70,20 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         self.context = nil
+    }
+
+    /// The client shut down its sending side (allowed on HTTP listeners): it still reads, so
+    /// the requests it sent are answered, and then the connection closes.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch state {
+        case .idle, .reading: closeNow(reason: nil)
+        case .waiting, .responding: inputClosed = true
+        case .closing: break
+        }
     }
 
     // MARK: Requests
@@ -291,7 +307,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// Ends the response in hand; the connection then takes the next request or closes.
     private func finish(close: Bool) {
         guard let context else { return }
-        if close {
+        if close || inputClosed {
             state = .closing
             let flushed = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)

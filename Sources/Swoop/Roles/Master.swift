@@ -162,6 +162,9 @@ final class Master: MasterEvents, @unchecked Sendable {
         let adopted = ClientBootstrap(group: reactor.loop)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: listener.type == .tcp ? 1 : 0)
             .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: outputLimit / 2, high: outputLimit))
+            // An HTTP client may shut down its sending side after its last request and still
+            // read the responses (HTTPSession closes once they are sent).
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: framing.openHTTPProtocol)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     channel.closeFuture.whenComplete { _ in
