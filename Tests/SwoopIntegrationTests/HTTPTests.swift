@@ -351,4 +351,17 @@ final class HTTPTests: SwoopTestCase {
         XCTAssertEqual(try client.readResponse().text, "bye")
         XCTAssertTrue(client.isClosedByPeer(timeout: 5), "closed once the last response is sent")
     }
+
+    func testASlowDownloadOutlastsTheHeaderTimeout() throws {
+        // The keep-alive wait (httpHeaderTimeout) starts once a response has left, so a
+        // download that takes longer than it is not cut.
+        let server = try startHTTP(["--worker-num", "1", "--http-header-timeout", "0.5"])
+        let path = NSTemporaryDirectory() + "swoop-slow-\(getpid()).bin"
+        let bytes = Data(repeating: 0x5a, count: 24 << 20)
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: bytes))
+        defer { unlink(path) }
+        let size = try curl(["--limit-rate", "16M", "-o", "/dev/null", "-w", "%{size_download}",
+                             url(server, "/file?path=\(path)")])
+        XCTAssertEqual(size, String(bytes.count))
+    }
 }

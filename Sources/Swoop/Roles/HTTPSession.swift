@@ -40,6 +40,8 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// A file region is being sent. NIO counts its bytes as pending output, so the
     /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
     private(set) var sendingFile = false
+    /// Request heads received, to tell whether a new request began meanwhile.
+    private var headsSeen = 0
     /// The client will send nothing more: close once the response in hand has ended.
     private var inputClosed = false
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
@@ -93,6 +95,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         switch (unwrapInboundIn(data), state) {
         case (.head(let head), .idle):
             timer?.cancel()
+            headsSeen &+= 1
             let max = settings.packageMaxLength
             if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > max {
                 reject(.payloadTooLarge, head, reason: "request body of \(length) bytes exceeds packageMaxLength (\(max))")
@@ -314,9 +317,16 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             flushed.futureResult.whenComplete { [self] _ in lingeringClose() }
         } else {
             state = .idle
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            armTimer(settings.httpHeaderTimeout) { session in
-                session.closeNow(reason: nil)
+            let flushed = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)
+            // The wait for the next request starts once this response has left, not when it
+            // was queued: a large file to a slow client may take longer than the timeout.
+            let mark = headsSeen
+            flushed.futureResult.whenSuccess { [self] in
+                guard case .idle = state, headsSeen == mark else { return }
+                armTimer(settings.httpHeaderTimeout) { session in
+                    session.closeNow(reason: nil)
+                }
             }
         }
     }
