@@ -205,6 +205,10 @@ enum HTTPRoutes {
             response.headers[.contentType] = nil
             try response.sendfile(path, offset: request.query["offset"].flatMap(Int.init) ?? 0,
                                   length: request.query["length"].flatMap(Int.init))
+        case (.get, "/status"):
+            // Answers with the status asked for (the tests' way to try odd ones).
+            response.status = HTTPResponse.Status(code: request.query["code"].flatMap(Int.init) ?? 200)
+            try response.end("status \(response.status.code)")
         case (.get, "/throw"):
             throw CocoaError(.featureUnsupported)
         case (.get, "/crash"):

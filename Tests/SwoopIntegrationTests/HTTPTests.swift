@@ -364,4 +364,21 @@ final class HTTPTests: SwoopTestCase {
                              url(server, "/file?path=\(path)")])
         XCTAssertEqual(size, String(bytes.count))
     }
+
+    func testStatusesAHandlerSets() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        let created = try client.get("/status?code=201")
+        XCTAssertEqual(created.status, 201)
+        XCTAssertEqual(created.text, "status 201")
+        let empty = try client.get("/status?code=204")
+        XCTAssertEqual(empty.status, 204)
+        XCTAssertNil(empty.headers["content-length"], "no body, no length for 204")
+        XCTAssertEqual(try client.get("/status?code=304").status, 304)
+        // An interim status cannot end a response: the master answers 500 and goes on.
+        XCTAssertEqual(try client.get("/status?code=101").status, 500)
+        XCTAssertEqual(try client.get("/status?code=599").status, 599)
+        XCTAssertEqual(try client.get("/").text, "Hello, World!")
+        assertMasterAndManagerUnchanged(server)
+    }
 }

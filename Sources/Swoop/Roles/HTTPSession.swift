@@ -156,14 +156,25 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: Responses
 
+    /// Whether a status can end a request. An interim one (1xx) from a handler would leave the
+    /// response open in NIO's handlers, whose preconditions would then stop the master.
+    static func isFinal(_ status: Int) -> Bool {
+        (200...999).contains(status)
+    }
+
     /// A worker's response head, with the body so far (the whole body when `end`).
     func response(sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool) {
         guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
+        guard Self.isFinal(status) else {
+            return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
+        }
         timer?.cancel()
         var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
         let status = HTTPResponseStatus(statusCode: status)
         var close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"
-        let noBody = status.code < 200 || status.code == 204 || status.code == 304
+        let noBody = status.code == 204 || status.code == 304
+        // Framing is the master's: a whole body has a length, a stream is chunked by the encoder.
+        fields.remove(name: "Transfer-Encoding")
         if end && !noBody && !(request.method == .HEAD && fields.contains(name: "Content-Length")) {
             fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         }
@@ -196,6 +207,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     func sendfile(sequence: UInt32, status: Int, headers: [HTTPWirePair], path: String,
                   identity: (device: UInt64, inode: UInt64), offset: UInt64, length: UInt64) {
         guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
+        guard Self.isFinal(status) else {
+            return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
+        }
         timer?.cancel()
         var file: NIOFileHandle?
         if request.method != .HEAD && length > 0 {
