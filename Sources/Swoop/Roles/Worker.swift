@@ -68,6 +68,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     let server: Server
     let loop: EventLoop
     let pump: EventPump
+    /// Where async handlers resume after an `await`: this worker's loop.
+    private let executor: LoopTaskExecutor
     private var channel: Channel?
     private var logger: Logger { server.logger }
     private var handlers: Handlers { server.handlers }
@@ -116,6 +118,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         self.server = server
         self.loop = loop
         self.pump = pump
+        self.executor = LoopTaskExecutor(loop)
     }
 
     /// Runs onWorkerStart, then connects to the master and says hello: only a worker that
@@ -307,10 +310,10 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             complete(isRequest: isRequest, connection: connection, onFinish)
         case .async(let body):
             // Task.immediate runs the handler on this thread until it first suspends, so a
-            // handler that does not await costs no thread hop; one that does resumes
-            // elsewhere and reports back to the loop.
+            // handler that does not await costs no thread hop; one that does resumes on this
+            // worker's loop too (its executor preference).
             let finish = NIOLoopBound(onFinish, eventLoop: loop)
-            Task.immediate { [self] in
+            Task.immediate(executorPreference: executor) { [self] in
                 let failure: Error?
                 do { try await body(event); failure = nil } catch { failure = error }
                 let report: @Sendable () -> Void = { [self] in
@@ -421,7 +424,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         running += 1
-        Task.immediate { [self] in
+        Task.immediate(executorPreference: executor) { [self] in
             let outcome: TaskOutcome
             do {
                 let result = try await WorkerRuntime.$currentTask.withValue(id) { try await handler(task) }
