@@ -136,13 +136,14 @@ final class HTTPTests: SwoopTestCase {
         let server = try startHTTP(["--worker-num", "1"])
         for garbage in ["GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n",
                         "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
-                        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"] {
+                        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+                        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: \(String(repeating: "b", count: 40_000))\r\n\r\n"] {
             let client = try raw(server)
             try client.send(garbage)
             let reply = try client.readResponse()
-            XCTAssertEqual(reply.status, 400, "for \(garbage.debugDescription)")
+            XCTAssertEqual(reply.status, garbage.contains("X-Big") ? 431 : 400, "for \(garbage.prefix(80).debugDescription)")
             XCTAssertEqual(reply.headers["connection"], "close")
-            XCTAssertTrue(client.isClosedByPeer(timeout: 5), "closed after the 400 for \(garbage.debugDescription)")
+            XCTAssertTrue(client.isClosedByPeer(timeout: 5), "closed after the answer to \(garbage.prefix(80).debugDescription)")
         }
         XCTAssertEqual(try curl([url(server, "/")]), "Hello, World!", "the server goes on")
     }

@@ -225,6 +225,7 @@ public final class Server: @unchecked Sendable {
             try listener.protocol!.validate(prefix: "listener[\(index)].protocol.")
         }
         if settings.reactorNum > settings.workerNum { settings.reactorNum = settings.workerNum }
+        settings.listenersPackageMaxLength = listeners.compactMap { $0.protocol?.packageMaxLength }.max() ?? 0
         guard context.role == .master else { return }
         _ = try LogSink.shared(path: settings.logFile, rotation: settings.logRotation)
         if let path = settings.pidFile {

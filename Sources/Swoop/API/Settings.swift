@@ -180,6 +180,9 @@ public struct ServerSettings: Sendable {
     /// try server.start()   // the launching process exits 0 once the daemon is ready
     /// ```
     public var daemonize: Bool = false
+    /// The largest `packageMaxLength` of the listeners' own protocol settings, set by
+    /// `start()`: an HTTP request or packet of any listener must fit in one IPC frame.
+    var listenersPackageMaxLength = 0
 
     public init() {}
 
@@ -285,6 +288,6 @@ extension ServerSettings {
     /// The longest IPC frame a process accepts: the largest packet or reply plus room for
     /// the header. Anything longer can only be a bug, and closes that IPC connection.
     var maxIPCFrameLength: Int {
-        max(`protocol`.packageMaxLength, bufferOutputSize, 16 * 1024 * 1024) + 64 * 1024
+        max(`protocol`.packageMaxLength, listenersPackageMaxLength, bufferOutputSize, 16 * 1024 * 1024) + 64 * 1024
     }
 }

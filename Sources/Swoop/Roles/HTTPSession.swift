@@ -96,6 +96,12 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         case (.head(let head), .idle):
             timer?.cancel()
             headsSeen &+= 1
+            let headerBytes = head.headers.reduce(head.uri.utf8.count) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headerBytes > HTTPSession.maxHeaderBytes {
+                reject(.requestHeaderFieldsTooLarge, head,
+                       reason: "request head of \(headerBytes) bytes exceeds \(HTTPSession.maxHeaderBytes)")
+                return
+            }
             let max = settings.packageMaxLength
             if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > max {
                 reject(.payloadTooLarge, head, reason: "request body of \(length) bytes exceeds packageMaxLength (\(max))")
@@ -265,6 +271,11 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             }
         }
     }
+
+    /// The longest request head (target and header lines) taken, as nginx's default
+    /// `large_client_header_buffers` allows; it also keeps a request within the IPC frame
+    /// limit, which leaves this much room beside a body of `packageMaxLength`.
+    static let maxHeaderBytes = 32 * 1024
 
     /// The header that keeps the compressor off a response; never sent.
     static let uncompressedMarker = "x-swoop-uncompressed"
