@@ -382,4 +382,25 @@ final class HTTPTests: SwoopTestCase {
         XCTAssertEqual(try client.get("/").text, "Hello, World!")
         assertMasterAndManagerUnchanged(server)
     }
+
+    func testAWorkerKilledMidRequestGets503AtOnce() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        let worker = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+        try client.send(RawHTTPClient.request("GET", "/sleep?ms=30000"))
+        // The master has handed the sleep to the worker once it counted it: whoami, the sleep
+        // and this stats request make three.
+        let line = try connect(server)
+        try eventually("the sleep request was dispatched") {
+            (try stats(line).int("request_count") ?? 0) >= 3
+        }
+        let started = Date()
+        try server.signalProcess(worker.pid, SIGKILL)
+        let reply = try client.readResponse(timeout: 5)
+        XCTAssertEqual(reply.status, 503)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 3, "at once, not after a timeout")
+        let next = try XCTUnwrap(WhoAmI.parseTCP(try client.get("/whoami").text))
+        XCTAssertNotEqual(next.pid, worker.pid)
+        XCTAssertEqual(next.conn, worker.conn, "the same connection goes on")
+    }
 }
