@@ -48,6 +48,7 @@ struct Start: ParsableCommand {
     @Option(name: .customLong("http-response-timeout"), help: "HTTP: seconds a worker may take to answer before a 504.") var httpResponseTimeout: Double?
     @Option(name: .customLong("http-header-timeout"), help: "HTTP: seconds to receive a request head (and keep-alive idle time).") var httpHeaderTimeout: Double?
     @Option(name: .customLong("http-body-timeout"), help: "HTTP: seconds to receive a request body after its head.") var httpBodyTimeout: Double?
+    @Option(name: .customLong("document-root"), help: "HTTP: serve the files of this directory from the reactor.") var documentRoot: String?
     @Flag(name: .customLong("http-compression"), help: "HTTP: gzip text responses for clients that accept it.") var httpCompression = false
     @Option(name: .customLong("package-max-length"), help: "Longest packet or HTTP request body, in bytes.") var packageMaxLength: Int?
     @OptionGroup var control: StartOptions
@@ -90,6 +91,10 @@ struct Start: ParsableCommand {
             if let httpHeaderTimeout { http.httpHeaderTimeout = httpHeaderTimeout }
             if let httpBodyTimeout { http.httpBodyTimeout = httpBodyTimeout }
             http.httpCompression = httpCompression
+            if let documentRoot {
+                http.documentRoot = documentRoot
+                http.enableStaticHandler = true
+            }
             httpIndex = server.addListener(host: host, port: httpPort, type: .tcp, protocol: http)
         }
 

@@ -403,4 +403,47 @@ final class HTTPTests: SwoopTestCase {
         XCTAssertNotEqual(next.pid, worker.pid)
         XCTAssertEqual(next.conn, worker.conn, "the same connection goes on")
     }
+
+    func testStaticFilesAreServedByTheReactor() throws {
+        let base = NSTemporaryDirectory() + "swoop-static-\(getpid())"
+        let root = base + "/root"
+        try FileManager.default.createDirectory(atPath: root + "/sub", withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: base) }
+        try "hello static".write(toFile: root + "/a.txt", atomically: true, encoding: .utf8)
+        try "<h1>index</h1>".write(toFile: root + "/index.html", atomically: true, encoding: .utf8)
+        try "secret".write(toFile: base + "/secret.txt", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: root + "/link", withDestinationPath: base + "/secret.txt")
+
+        let server = try startHTTP(["--worker-num", "1", "--document-root", root])
+        let line = try connect(server)
+        let before = try XCTUnwrap(try stats(line).int("request_count"))
+        let client = try raw(server)
+        let file = try client.get("/a.txt")
+        XCTAssertEqual(file.status, 200)
+        XCTAssertEqual(file.text, "hello static")
+        XCTAssertEqual(file.headers["server"], "swoop")
+        XCTAssertNotNil(file.headers["date"])
+        let modified = try XCTUnwrap(file.headers["last-modified"])
+        XCTAssertTrue(file.headers["content-type"]?.hasPrefix("text/plain") == true, "\(file.headers)")
+        XCTAssertEqual(try client.get("/").text, "<h1>index</h1>")
+        XCTAssertEqual(try client.get("/a.txt", method: "HEAD").headers["content-length"], "12")
+        let range = try client.get("/a.txt", headers: ["Range: bytes=0-4"])
+        XCTAssertEqual(range.status, 206)
+        XCTAssertEqual(range.text, "hello")
+        XCTAssertEqual(try client.get("/a.txt", headers: ["If-Modified-Since: \(modified)"]).status, 304)
+        for attack in ["/../secret.txt", "/%2e%2e/secret.txt", "/sub%2f..%2f..%2fsecret.txt", "/link", "/sub/../../secret.txt"] {
+            let refused = try client.get(attack)
+            XCTAssertEqual(refused.status, 403, "for \(attack): \(refused)")
+            XCTAssertFalse(refused.text.contains("secret"))
+        }
+        let after = try XCTUnwrap(try stats(line).int("request_count"))
+        XCTAssertEqual(after - before, 1, "only the stats request reached a worker")
+
+        // Not a file under the root: the worker answers. Mixed in a pipeline, order holds.
+        try client.send(RawHTTPClient.request("GET", "/sleep?ms=100") + RawHTTPClient.request("GET", "/a.txt")
+                        + RawHTTPClient.request("GET", "/whoami"))
+        XCTAssertEqual(try client.readResponse().text, "slept 100")
+        XCTAssertEqual(try client.readResponse().text, "hello static")
+        XCTAssertNotNil(WhoAmI.parseTCP(try client.readResponse().text))
+    }
 }

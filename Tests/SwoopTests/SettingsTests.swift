@@ -40,6 +40,11 @@ final class SettingsTests: XCTestCase {
         assertInvalid("protocol.httpBodyTimeout") { $0.protocol.httpBodyTimeout = -1 }
         assertInvalid("protocol.httpResponseTimeout") { $0.protocol.httpResponseTimeout = .nan }
         assertInvalid("protocol.httpCompressionMinLength") { $0.protocol.httpCompressionMinLength = -1 }
+        assertInvalid("protocol.documentRoot") { $0.protocol.enableStaticHandler = true }
+        assertInvalid("protocol.documentRoot") {
+            $0.protocol.enableStaticHandler = true
+            $0.protocol.documentRoot = "/nonexistent/swoop-root"
+        }
         assertInvalid("bufferOutputSize") { $0.bufferOutputSize = 0 }
         assertInvalid("protocol.packageEOF") {
             $0.protocol.openEOFSplit = true

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import NIOCore
 
 /// How the master chooses the worker that gets a packet (Swoole's `dispatch_mode`).
@@ -108,6 +109,17 @@ public struct ProtocolSettings: Sendable {
     public var httpCompression: Bool = false
     /// HTTP: the smallest body worth compressing, in bytes (Swoole's `http_compression_min_length`).
     public var httpCompressionMinLength: Int = 20
+    /// HTTP: the directory whose files the reactor serves when `enableStaticHandler` is set
+    /// (Swoole's `document_root`).
+    public var documentRoot: String? = nil
+    /// HTTP: answer GET and HEAD requests for files under `documentRoot` in the reactor,
+    /// without a worker hop (Swoole's `enable_static_handler`): Content-Type, Last-Modified,
+    /// If-Modified-Since, ETag and Range, sent with sendfile. A target that tries to leave the
+    /// root (`..`, encoded separators, symlinks out) gets 403; a file that does not exist goes
+    /// to `onRequest`, as in Swoole.
+    public var enableStaticHandler: Bool = false
+    /// HTTP: the files tried for a target ending in `/` (Swoole's `http_index_files`).
+    public var httpIndexFiles: [String] = ["index.html"]
 
     public init() {}
 }
@@ -240,6 +252,13 @@ extension ProtocolSettings {
         }
         if !(httpHeaderTimeout > 0) { throw fail("httpHeaderTimeout", "must be positive, got \(httpHeaderTimeout)") }
         if !(httpBodyTimeout > 0) { throw fail("httpBodyTimeout", "must be positive, got \(httpBodyTimeout)") }
+        if enableStaticHandler {
+            var isDirectory: ObjCBool = false
+            guard let root = documentRoot, FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory),
+                  isDirectory.boolValue else {
+                throw fail("documentRoot", "enableStaticHandler needs an existing directory, got \(documentRoot ?? "nil")")
+            }
+        }
         if httpCompressionMinLength < 0 { throw fail("httpCompressionMinLength", "must not be negative") }
         if !(httpResponseTimeout > 0) { throw fail("httpResponseTimeout", "must be positive, got \(httpResponseTimeout)") }
     }

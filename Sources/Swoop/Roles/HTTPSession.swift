@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
@@ -47,9 +48,17 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
     var heldBy: ObjectIdentifier?
 
+    /// Where static files come from, when this listener serves them.
+    private let staticFiles: StaticFileSettings?
+
     init(connection: ClientConnection, settings: ProtocolSettings) {
         self.connection = connection
         self.settings = settings
+        if settings.enableStaticHandler, let root = settings.documentRoot {
+            staticFiles = StaticFileSettings(documentRoot: root, enabled: true, indexFiles: settings.httpIndexFiles)
+        } else {
+            staticFiles = nil
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -154,10 +163,35 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// The hook for static files (`documentRoot` + `enableStaticHandler`, Protocol/StaticFiles.swift):
     /// a request the static handler serves is answered here in the reactor, without a worker
     /// hop, and the method returns true ("handled"); false ("not mine") sends it on to a
-    /// worker. To serve one, answer with ``respondLocally(_:headers:body:to:)``, which applies
-    /// keep-alive, Date/Server and HEAD like any other response.
+    /// worker. Offered once the request is read whole, so that its body (if any) is consumed
+    /// and pipelined responses stay in order.
     private func offerToStaticHandler(_ head: HTTPRequestHead) -> Bool {
-        false
+        guard let staticFiles, let context,
+              let answer = StaticFiles.prepare(head, settings: staticFiles, now: Date()) else { return false }
+        let close = !head.isKeepAlive || inputClosed
+        var extra = HTTPHeaders([("Date", HTTPDate.now()), ("Server", HTTPDate.serverName)])
+        if close {
+            extra.add(name: "Connection", value: "close")
+        } else if head.version < .http1_1 {
+            extra.add(name: "Connection", value: "keep-alive")
+        }
+        // The compressor cannot compress a file region; the marker makes it pass the answer through.
+        if settings.httpCompression { extra.add(name: HTTPSession.uncompressedMarker, value: "1") }
+        sendingFile = answer.file != nil
+        state = close ? .closing : .idle
+        let mark = headsSeen
+        let done = context.eventLoop.makePromise(of: Void.self)
+        done.futureResult.whenComplete { [self] _ in
+            sendingFile = false
+            if close { return lingeringClose() }
+            guard case .idle = state, headsSeen == mark else { return }
+            armTimer(settings.httpHeaderTimeout) { session in
+                session.closeNow(reason: nil)
+            }
+        }
+        StaticFiles.write(answer.response, file: answer.file, version: head.version, extraHeaders: extra,
+                          context: context, promise: done)
+        return true
     }
 
     // MARK: Responses
