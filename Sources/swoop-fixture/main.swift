@@ -120,6 +120,8 @@ struct Fixture: ParsableCommand {
                 try reply(ByteBuffer(string: line))
             case let other where other.hasPrefix("sleep "):
                 let ms = Int(other.dropFirst(6)) ?? 0
+                // Logged so that tests can wait for the request to be in a worker's hands.
+                server.logger.info("sleeping \(ms) on connection \(connection)")
                 try await Task.sleep(for: .milliseconds(ms))
                 try reply(ByteBuffer(string: "slept \(ms)"))
             case "reload":

@@ -117,7 +117,7 @@ enum TaskStatus: UInt8, Sendable {
 
 /// The wire form of ``IPCMessage``: a 4-byte big-endian length, a type byte, then fields.
 enum IPCCodec {
-    /// Frames longer than this are a protocol error: they can only come from a bug.
+    /// The length prefix: 4 bytes, big-endian, counting what follows it.
     static let headerSize = 4
 
     private enum Tag: UInt8 {
