@@ -128,8 +128,24 @@ final class MasterCore: @unchecked Sendable {
     /// A worker's connection closed (it exited or crashed).
     func unregister(_ endpoint: WorkerEndpoint) {
         if endpoint.role == .taskWorker { tasks.remove(endpoint) }
-        // A worker that went away holding requests will never answer them: close those
-        // clients now rather than leave them waiting forever.
+        let changed = lock.withLock { () -> Bool in
+            if standby[endpoint.workerId] === endpoint { standby[endpoint.workerId] = nil }
+            guard current[endpoint.workerId] === endpoint else { return false }
+            current[endpoint.workerId] = nil
+            return true
+        }
+        // The stranded requests are collected only once every reactor has stopped
+        // dispatching to the dead worker: a request handed to it in between would otherwise
+        // be written into a closed socket and its client left waiting forever.
+        let dispatchStopped = changed && endpoint.role == .worker
+            ? publish()
+            : reactors[0].loop.makeSucceededVoidFuture()
+        dispatchStopped.whenComplete { _ in self.closeStranded(endpoint) }
+    }
+
+    /// A worker that went away holding requests will never answer them: close those
+    /// clients now rather than leave them waiting forever.
+    private func closeStranded(_ endpoint: WorkerEndpoint) {
         for connection in endpoint.stranded() {
             reactor(of: connection).onLoop { reactor in
                 let reason = "worker \(endpoint.workerId) (pid \(endpoint.pid)) died while handling its request"
@@ -141,13 +157,6 @@ final class MasterCore: @unchecked Sendable {
                 }
             }
         }
-        let changed = lock.withLock { () -> Bool in
-            if standby[endpoint.workerId] === endpoint { standby[endpoint.workerId] = nil }
-            guard current[endpoint.workerId] === endpoint else { return false }
-            current[endpoint.workerId] = nil
-            return true
-        }
-        if changed && endpoint.role == .worker { publish() }
     }
 
     /// A worker is stopping: no more work for it. The returned future completes once every
