@@ -93,6 +93,7 @@ int cswoop_wtermsig(int status) { return WTERMSIG(status); }
 
 int cswoop_set_pdeathsig(int signo) { return prctl(PR_SET_PDEATHSIG, signo, 0, 0, 0); }
 int cswoop_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+int cswoop_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 pid_t cswoop_spawn(const char *path, char *const argv[], char *const envp[],
                    const int *fd_map, int fd_map_count, int flags, int pdeathsig) {

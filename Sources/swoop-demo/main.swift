@@ -33,6 +33,7 @@ struct Start: ParsableCommand {
     @Option(help: "The address to listen on.") var host = "127.0.0.1"
     @Option(help: "The TCP port (0: any free port).") var port = 9501
     @Option(name: .customLong("udp-port"), help: "Also serve UDP on this port (0: any free port).") var udpPort: Int?
+    @Option(help: "process (the master's reactors hold the connections) or base (each worker accepts and serves its own).") var mode = "process"
     @Option(name: .customLong("reactor-num"), help: "Reactor threads in the master.") var reactorNum: Int?
     @Option(name: .customLong("worker-num"), help: "Worker processes.") var workerNum: Int?
     @Option(name: .customLong("task-worker-num"), help: "Task worker processes.") var taskWorkerNum = 0
@@ -55,6 +56,10 @@ struct Start: ParsableCommand {
 
     func run() throws {
         var settings = ServerSettings()
+        guard let serverMode = ServerMode(rawValue: mode) else {
+            throw ValidationError("--mode must be process or base")
+        }
+        settings.mode = serverMode
         if let reactorNum { settings.reactorNum = reactorNum }
         if let workerNum { settings.workerNum = workerNum }
         settings.taskWorkerNum = taskWorkerNum

@@ -31,6 +31,8 @@ int cswoop_wtermsig(int status);
 
 int cswoop_set_pdeathsig(int signo);
 int cswoop_set_child_subreaper(void);
+/* Names the calling thread (at most 15 bytes), as `top -H` and /proc/<pid>/task/<tid>/comm show it. */
+int cswoop_set_thread_name(const char *name);
 
 /// Installs handlers for `signals` that only write the signal number, one byte, into a
 /// non-blocking close-on-exec pipe; returns the read end, or -1 with errno.

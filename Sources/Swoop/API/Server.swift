@@ -63,9 +63,9 @@ public final class Server: @unchecked Sendable {
     }
 
     /// The port each listener is bound to, in the order they were added (in the master,
-    /// once started: port 0 is resolved to the port the system chose).
+    /// once started, in every process: port 0 is resolved to the port the system chose).
     public var ports: [Int] {
-        master?.boundPorts ?? listeners.map(\.port)
+        master?.boundPorts ?? (context.ports.count == listeners.count ? context.ports : listeners.map(\.port))
     }
 
     // MARK: Identity
@@ -225,6 +225,8 @@ public final class Server: @unchecked Sendable {
             try listener.protocol!.validate(prefix: "listener[\(index)].protocol.")
         }
         if settings.reactorNum > settings.workerNum { settings.reactorNum = settings.workerNum }
+        // Base mode: the master's one loop carries only IPC; the workers own the clients.
+        if settings.mode == .base { settings.reactorNum = 1 }
         settings.listenersPackageMaxLength = listeners.compactMap { $0.protocol?.packageMaxLength }.max() ?? 0
         guard context.role == .master else { return }
         _ = try LogSink.shared(path: settings.logFile, rotation: settings.logRotation)

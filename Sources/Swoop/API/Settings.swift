@@ -124,6 +124,18 @@ public struct ProtocolSettings: Sendable {
     public init() {}
 }
 
+/// Where client connections live (Swoole's `SWOOLE_PROCESS` and `SWOOLE_BASE`).
+public enum ServerMode: String, Sendable, CaseIterable {
+    /// The master's reactor threads own every connection and hand each packet to a worker
+    /// over IPC: a worker that crashes or reloads loses no connection.
+    case process
+    /// Each worker accepts on the shared listening sockets and serves its connections
+    /// itself, with no hop through the master: faster for short requests, but a worker's
+    /// connections close when it is reloaded or dies. The master keeps the signals, the
+    /// control socket and the routing of tasks and messages; `reactorNum` does not apply.
+    case base
+}
+
 /// The server's settings, named as Swoole names them, in Swift case.
 ///
 /// ```swift
@@ -134,6 +146,8 @@ public struct ProtocolSettings: Sendable {
 /// ```
 /// Invalid values make ``Server/start()`` throw ``ServerError/invalidSetting(name:reason:)``.
 public struct ServerSettings: Sendable {
+    /// Process mode (the default) or base mode: see ``ServerMode``.
+    public var mode: ServerMode = .process
     /// Reactor threads in the master (default: the number of CPU cores, at most `workerNum`).
     public var reactorNum: Int = System.coreCount
     /// Worker processes (default: the number of CPU cores).

@@ -35,10 +35,12 @@ final class Acceptor: @unchecked Sendable {
 
     func start() {
         let thread = Thread { [self] in
+            // Named from inside: Foundation does not pass `Thread.name` to the system on
+            // Linux, and tests (and `top -H`) find the acceptor by this name.
+            _ = cswoop_set_thread_name("swoop-acceptor")
             self.loop()
             self.finished.signal()
         }
-        thread.name = "swoop-acceptor"
         self.thread = thread
         thread.start()
     }

@@ -57,6 +57,9 @@ final class Manager {
             logger.critical("the manager cannot reach the master: \(error)")
             exit(ExitCode.cannotBoot)
         }
+        // Base mode's listening sockets go to the event workers only (see spawn); a task
+        // worker's environment names them too, but it never has them open.
+        context.listenDescriptors.filter { $0 >= 0 }.forEach(Syscall.setCloseOnExec)
         // Task workers first, as in Swoole, so that workers can hand them work at once.
         for slot in table.slots.indices.reversed() { spawn(slot) }
         server.handlers.managerStart?(server)
@@ -139,8 +142,11 @@ final class Manager {
         let environment = context.childEnvironment(role: role, workerId: slot, generation: generation,
                                                    managerPid: getpid())
         do {
-            let pid = try Spawner.spawn(Spawner.Command(
-                path: context.executable, arguments: ProcessTitle.originalArguments, environment: environment))
+            var command = Spawner.Command(path: context.executable, arguments: ProcessTitle.originalArguments,
+                                          environment: environment)
+            // Base mode: an event worker accepts on the listening sockets.
+            if role == .worker { command.descriptors += context.listenDescriptors.filter { $0 >= 0 }.map { ($0, $0) } }
+            let pid = try Spawner.spawn(command)
             table.started(slot, pid: pid, generation: generation, at: .now())
         } catch {
             logger.error("cannot start \(role) \(slot): \(error); retrying")

@@ -82,7 +82,12 @@ final class Master: MasterEvents, @unchecked Sendable {
         }
         let ipcListener = try Syscall.listenAbstract(context.ipcAddress, backlog: 1024)
         ProcessTitle.set("\(ProcessTitle.programName): master")
-        try spawnManager()
+        // Base mode: the workers accept, on sockets the manager passes down to them.
+        let inherited: [CInt?] = settings.mode == .process ? [] : zip(server.listeners, sockets).map {
+            $0.type == .udp ? nil : $1.fd
+        }
+        try spawnManager(listening: inherited)
+        inherited.compactMap { $0 }.forEach(Syscall.close)
 
         core = MasterCore(settings: settings, listeners: server.listeners, logger: logger,
                           token: context.token, events: self)
@@ -104,29 +109,46 @@ final class Master: MasterEvents, @unchecked Sendable {
             logger.warning("no control socket: \(error)")
         }
         metricsTask = core.reactors[0].loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            _ = core.statsSnapshot()
+            _ = core.freshStats()
         }
-        for (index, listener) in server.listeners.enumerated() {
+        for (index, listener) in server.listeners.enumerated() where settings.mode == .process || listener.type == .udp {
             try startListener(index: index, listener, socket: sockets[index].fd)
         }
-        let acceptor = try Acceptor(listeners: streamListeners, logger: logger) { [unowned self] fd, index in
-            self.adopt(fd, listener: index)
-        }
-        self.acceptor = acceptor
-        acceptor.start()
-        let heartbeat = settings.effectiveHeartbeatInterval
-        if heartbeat > 0 {
-            for reactor in core.reactors { reactor.loop.execute { reactor.startHeartbeat(interval: heartbeat) } }
+        if settings.mode == .process {
+            let acceptor = try Acceptor(listeners: streamListeners, logger: logger) { [unowned self] fd, index in
+                self.adopt(fd, listener: index)
+            }
+            self.acceptor = acceptor
+            acceptor.start()
+            let heartbeat = settings.effectiveHeartbeatInterval
+            if heartbeat > 0 {
+                for reactor in core.reactors { reactor.loop.execute { reactor.startHeartbeat(interval: heartbeat) } }
+            }
         }
         state = .running
-        logger.info("master started: \(settings.reactorNum) reactor(s), \(settings.workerNum) worker(s), \(settings.taskWorkerNum) task worker(s), ports \(boundPorts)")
+        let reactors = settings.mode == .base ? "base mode" : "\(settings.reactorNum) reactor(s)"
+        logger.info("master started: \(reactors), \(settings.workerNum) worker(s), \(settings.taskWorkerNum) task worker(s), ports \(boundPorts)")
         mainLoop()
     }
 
-    private func spawnManager() throws {
-        let environment = context.childEnvironment(role: .manager, workerId: -1, generation: 0, managerPid: 0)
-        managerPid = try Spawner.spawn(Spawner.Command(
-            path: context.executable, arguments: ProcessTitle.originalArguments, environment: environment))
+    /// Starts the manager; in base mode it gets the stream listeners' sockets (nil: a UDP
+    /// listener, which stays with the master), to pass on to every worker.
+    private func spawnManager(listening: [CInt?]) throws {
+        var environment = context.childEnvironment(role: .manager, workerId: -1, generation: 0, managerPid: 0)
+        environment[ProcessContext.portsKey] = boundPorts.map(String.init).joined(separator: ",")
+        var command = Spawner.Command(path: context.executable, arguments: ProcessTitle.originalArguments,
+                                      environment: environment)
+        if !listening.isEmpty {
+            var numbers: [CInt] = []
+            for (index, fd) in listening.enumerated() {
+                guard let fd else { numbers.append(-1); continue }
+                let number = CInt(3 + index)
+                command.descriptors.append((fd, number))
+                numbers.append(number)
+            }
+            command.environment[ProcessContext.listenKey] = numbers.map(String.init).joined(separator: ",")
+        }
+        managerPid = try Spawner.spawn(command)
     }
 
     private func startListener(index: Int, _ listener: ListenerConfig, socket: CInt) throws {
@@ -151,61 +173,12 @@ final class Master: MasterEvents, @unchecked Sendable {
     /// Wraps an accepted connection in a channel on the least loaded reactor.
     private func adopt(_ fd: CInt, listener index: Int) {
         let core = self.core!
-        let listener = server.listeners[index]
-        let framing = listener.protocol ?? settings.protocol
-        let outputLimit = settings.bufferOutputSize
-        let serverPort = boundPorts[index]
         let reactorIndex = core.reactorGroup.leastLoaded()
         let reactor = core.reactors[reactorIndex]
         let sequence = core.connectionSequence.wrappingIncrementThenLoad(ordering: .relaxed)
         let id = sequence * UInt64(core.reactors.count) + UInt64(reactorIndex)
-        let adopted = ClientBootstrap(group: reactor.loop)
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: listener.type == .tcp ? 1 : 0)
-            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: outputLimit / 2, high: outputLimit))
-            // An HTTP client may shut down its sending side after its last request and still
-            // read the responses (HTTPSession closes once they are sent).
-            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: framing.openHTTPProtocol)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    channel.closeFuture.whenComplete { _ in
-                        core.reactorGroup.load[reactorIndex].wrappingDecrement(ordering: .relaxed)
-                    }
-                    let pipeline = channel.pipeline.syncOperations
-                    if framing.openHTTPProtocol {
-                        // NIO's parser (llhttp), its pipelining guard (one request at a time,
-                        // responses in order) and its 400 for a request it cannot parse.
-                        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                        if framing.httpCompression {
-                            // After the pipelining guard, so it pairs each response with the
-                            // Accept-Encoding of the request it answers.
-                            try pipeline.addHandler(HTTPResponseCompressor(
-                                responseCompressionPredicate: HTTPSession.compressionPredicate(minLength: framing.httpCompressionMinLength)))
-                        }
-                        let client = ClientConnection(
-                            id: id, sequence: sequence, listener: index, reactor: reactor,
-                            channel: channel, serverPort: serverPort)
-                        let session = HTTPSession(connection: client, settings: framing)
-                        client.http = session
-                        try pipeline.addHandler(session)
-                        try pipeline.addHandler(client)
-                        return
-                    }
-                    if framing.openEOFSplit {
-                        try pipeline.addHandler(ByteToMessageHandler(
-                            EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
-                    } else if framing.openLengthCheck {
-                        try pipeline.addHandler(ByteToMessageHandler(LengthFieldFramer(
-                            lengthType: framing.packageLengthType, lengthOffset: framing.packageLengthOffset,
-                            bodyOffset: framing.packageBodyOffset, maxLength: framing.packageMaxLength)))
-                    }
-                    try pipeline.addHandler(ClientConnection(
-                        id: id, sequence: sequence, listener: index, reactor: reactor,
-                        channel: channel, serverPort: serverPort))
-                }
-            }
-            .withConnectedSocket(fd)
-        adopted.whenFailure { [logger] error in
-            logger.warning("could not take over an accepted connection: \(error)")
+        reactor.adopt(fd, id: id, sequence: sequence, listener: index, serverPort: boundPorts[index]) {
+            core.reactorGroup.load[reactorIndex].wrappingDecrement(ordering: .relaxed)
         }
     }
 

@@ -8,19 +8,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// The master's counters, updated by every reactor without a lock.
-final class MasterStats: Sendable {
-    let startTime = Int(Date().timeIntervalSince1970)
-    let connectionCount = ManagedAtomic(0)
-    let acceptCount = ManagedAtomic(0)
-    let closeCount = ManagedAtomic(0)
-    let abortCount = ManagedAtomic(0)
-    let requestCount = ManagedAtomic(0)
-    let totalRecvBytes = ManagedAtomic(0)
-    let totalSendBytes = ManagedAtomic(0)
-    let reloadCount = ManagedAtomic(0)
-}
-
 /// What the master's threads share: settings, reactors, the table of workers and the link
 /// to the manager. The worker table changes rarely (a worker starts, stops or dies) and is
 /// then published to every reactor, which keeps its own copy for the per-packet path.
@@ -29,13 +16,13 @@ final class MasterCore: @unchecked Sendable {
     let listeners: [ListenerConfig]
     let logger: Logger
     let token: UInt64
-    let stats = MasterStats()
+    /// What the reactors share: settings, logger and counters.
+    let host: ReactorHost
+    var stats: ReactorStats { host.stats }
     let metrics = ServerMetrics()
     let tasks: TaskScheduler
     let reactorGroup: ReactorGroup
     private(set) var reactors: [Reactor] = []
-    /// Bytes a reactor may hold for slots without a worker.
-    let maxWaitingBytes = 64 * 1024 * 1024
     /// Numbers the connections; the id is `sequence * reactorNum + reactor`.
     let connectionSequence = ManagedAtomic<UInt64>(0)
     /// UDP listeners by listener index, set once they are bound.
@@ -51,6 +38,12 @@ final class MasterCore: @unchecked Sendable {
     /// New generations waiting for the manager's word to take over their slot.
     private var standby: [Int: WorkerEndpoint] = [:]
     private var everReady: Set<Int> = []
+    /// Base mode: every live worker by generation, the number in the high half of the ids
+    /// of the connections it accepted (older generations still finishing included).
+    private var owners: [Int: WorkerEndpoint] = [:]
+    /// Base mode: each live worker's counters as last reported, and those of workers gone.
+    private var workerCounters: [Int: ConnectionCounters] = [:]
+    private var goneCounters = ConnectionCounters()
     private var managerChannel: Channel?
     /// Called on the main thread's pump.
     let events: MasterEvents
@@ -61,21 +54,17 @@ final class MasterCore: @unchecked Sendable {
         self.logger = logger
         self.token = token
         self.events = events
+        self.host = ReactorHost(settings: settings, listeners: listeners, logger: logger)
         self.reactorGroup = ReactorGroup(threads: settings.reactorNum)
         self.tasks = TaskScheduler(logger: logger, concurrency: settings.taskWorkerConcurrency)
         current = Array(repeating: nil, count: settings.workerNum + settings.taskWorkerNum)
-        reactors = reactorGroup.loops.enumerated().map { Reactor(id: $0.offset, loop: $0.element, core: self) }
+        reactors = reactorGroup.loops.enumerated().map { Reactor(id: $0.offset, loop: $0.element, core: host) }
     }
+
+    var isBase: Bool { settings.mode == .base }
 
     func reactor(of connection: UInt64) -> Reactor {
         reactors[Int(connection % UInt64(reactors.count))]
-    }
-
-    func idleTimeout(listener: Int) -> Double {
-        let own = listeners[listener].protocol?.heartbeatIdleTime ?? settings.protocol.heartbeatIdleTime
-        if own > 0 { return own }
-        let interval = settings.effectiveHeartbeatInterval
-        return interval > 0 ? 2 * interval : 0
     }
 
     // MARK: Workers
@@ -88,6 +77,7 @@ final class MasterCore: @unchecked Sendable {
         enum Placement { case active(allReady: Bool), standby, stale }
         let placement = lock.withLock { () -> Placement in
             guard endpoint.workerId >= 0, endpoint.workerId < current.count else { return .stale }
+            if isBase && endpoint.role == .worker { owners[endpoint.generation] = endpoint }
             if let existing = current[endpoint.workerId], existing.channel.isActive {
                 if existing.generation >= endpoint.generation { return .stale }
                 standby[endpoint.workerId] = endpoint
@@ -107,6 +97,7 @@ final class MasterCore: @unchecked Sendable {
         case .active(let allReady):
             logger.debug("worker \(endpoint.workerId) generation \(endpoint.generation) pid \(endpoint.pid) is ready")
             if endpoint.role == .taskWorker { tasks.register(endpoint) } else { publish() }
+            if isBase && endpoint.role == .worker { endpoint.send(.activate(workerId: endpoint.workerId, generation: endpoint.generation)) }
             if allReady { events.allWorkersReady() }
         }
         sendToManager(.workerReady(workerId: endpoint.workerId, generation: endpoint.generation, pid: endpoint.pid))
@@ -123,12 +114,25 @@ final class MasterCore: @unchecked Sendable {
         }
         guard let promoted else { return }
         if promoted.role == .taskWorker { tasks.register(promoted) } else { publish() }
+        // Base mode: a standby worker starts accepting only now, so that a reload rolled
+        // back never let it serve a client.
+        if isBase && promoted.role == .worker { promoted.send(.activate(workerId: workerId, generation: generation)) }
     }
 
     /// A worker's connection closed (it exited or crashed).
     func unregister(_ endpoint: WorkerEndpoint) {
         if endpoint.role == .taskWorker { tasks.remove(endpoint) }
+        endpoint.dropQuestions()
         let changed = lock.withLock { () -> Bool in
+            if owners[endpoint.generation] === endpoint {
+                owners[endpoint.generation] = nil
+                if var last = workerCounters.removeValue(forKey: endpoint.generation) {
+                    // Its connections closed with it.
+                    last.closed += last.connections
+                    last.connections = 0
+                    goneCounters = goneCounters + last
+                }
+            }
             if standby[endpoint.workerId] === endpoint { standby[endpoint.workerId] = nil }
             guard current[endpoint.workerId] === endpoint else { return false }
             current[endpoint.workerId] = nil
@@ -197,6 +201,20 @@ final class MasterCore: @unchecked Sendable {
         }
         return EventLoopFuture.andAllComplete(futures, on: target)
     }
+
+    /// Passes a worker's instruction for a connection (a reply, a close…) to the reactor
+    /// that holds the connection, or in base mode to the worker that does.
+    func routeToConnection(_ connection: UInt64, _ message: IPCMessage) {
+        guard isBase else {
+            reactor(of: connection).onLoop { $0.apply(message) }
+            return
+        }
+        // Absent: the worker is gone, and its connections with it.
+        lock.withLock { owners[Int(connection >> 32)] }?.send(message)
+    }
+
+    /// The live workers of base mode.
+    private var liveWorkers: [WorkerEndpoint] { lock.withLock { Array(owners.values) } }
 
     func relayPipeMessage(from: Int, to: Int, data: ByteBuffer) {
         guard let target = endpoint(to) else {
@@ -289,9 +307,30 @@ final class MasterCore: @unchecked Sendable {
     /// Answers a worker's question, as JSON (empty: no answer, such as a closed connection).
     func answer(_ query: MasterQuery, _ argument: UInt64) -> EventLoopFuture<ByteBuffer> {
         let loop = reactors[0].loop
+        if isBase {
+            // The workers hold the connections: the one that accepted it answers for it.
+            switch query {
+            case .exists, .clientInfo:
+                guard let owner = lock.withLock({ owners[Int(argument >> 32)] }) else {
+                    return loop.makeSucceededFuture(query == .exists ? MasterCore.json(false) : ByteBuffer())
+                }
+                return owner.ask(query, argument)
+            case .connections:
+                let lists = liveWorkers.map { $0.ask(.connections, 0) }
+                return EventLoopFuture.whenAllComplete(lists, on: loop).map { results in
+                    let ids = results.flatMap { result -> [UInt64] in
+                        guard case .success(let data) = result else { return [] }
+                        return (try? JSONDecoder().decode([UInt64].self, from: Data(data.readableBytesView))) ?? []
+                    }
+                    return MasterCore.json(ids.sorted())
+                }
+            default:
+                break
+            }
+        }
         switch query {
         case .stats:
-            return loop.makeSucceededFuture(MasterCore.json(statsSnapshot()))
+            return freshStats().map { MasterCore.json($0) }
         case .exists:
             let reactor = reactor(of: argument)
             return reactor.loop.submit { MasterCore.json(reactor.connections[argument] != nil) }
@@ -315,18 +354,41 @@ final class MasterCore: @unchecked Sendable {
         return ByteBuffer(bytes: data)
     }
 
+    /// The counters now: in base mode, after asking every worker for its own.
+    func freshStats() -> EventLoopFuture<ServerStats> {
+        let loop = reactors[0].loop
+        guard isBase else { return loop.makeSucceededFuture(statsSnapshot()) }
+        let answers = liveWorkers.map { worker in
+            worker.ask(.stats, 0).map { data in
+                (worker.generation, try? JSONDecoder().decode(ConnectionCounters.self, from: Data(data.readableBytesView)))
+            }
+        }
+        return EventLoopFuture.whenAllComplete(answers, on: loop).map { results in
+            self.lock.withLock {
+                for case .success(let (generation, counters?)) in results where self.owners[generation] != nil {
+                    self.workerCounters[generation] = counters
+                }
+            }
+            return self.statsSnapshot()
+        }
+    }
+
+    /// The counters as known now (in base mode, as the workers last reported them).
     func statsSnapshot() -> ServerStats {
         let workers = workerSnapshot()
+        let counters = isBase
+            ? lock.withLock { workerCounters.values.reduce(goneCounters, +) }
+            : stats.counters
         let snapshot = ServerStats(
             start_time: stats.startTime,
-            connection_num: stats.connectionCount.load(ordering: .relaxed),
-            accept_count: stats.acceptCount.load(ordering: .relaxed),
-            close_count: stats.closeCount.load(ordering: .relaxed),
-            abort_count: stats.abortCount.load(ordering: .relaxed),
-            request_count: stats.requestCount.load(ordering: .relaxed),
-            dispatch_count: stats.requestCount.load(ordering: .relaxed),
-            total_recv_bytes: stats.totalRecvBytes.load(ordering: .relaxed),
-            total_send_bytes: stats.totalSendBytes.load(ordering: .relaxed),
+            connection_num: counters.connections,
+            accept_count: counters.accepted,
+            close_count: counters.closed,
+            abort_count: counters.aborted,
+            request_count: counters.requests,
+            dispatch_count: counters.requests,
+            total_recv_bytes: counters.received,
+            total_send_bytes: counters.sent,
             worker_num: settings.workerNum,
             task_worker_num: settings.taskWorkerNum,
             reload_count: stats.reloadCount.load(ordering: .relaxed),
@@ -344,8 +406,11 @@ final class MasterCore: @unchecked Sendable {
         (0..<(settings.workerNum + settings.taskWorkerNum)).compactMap { id in
             guard let endpoint = endpoint(id) else { return nil }
             let isTask = endpoint.role == .taskWorker
+            let served = isBase && !isTask
+                ? lock.withLock { workerCounters[endpoint.generation]?.requests ?? 0 }
+                : endpoint.served.load(ordering: .relaxed)
             return WorkerStats(worker_id: id, pid: endpoint.pid, type: isTask ? "task_worker" : "worker",
-                               request_count: endpoint.served.load(ordering: .relaxed),
+                               request_count: served,
                                in_flight: isTask ? tasks.held(by: endpoint) : endpoint.inFlight.load(ordering: .relaxed))
         }
     }

@@ -15,6 +15,10 @@ struct ProcessContext: Sendable {
     static let masterPidKey = "SWOOP_MASTER_PID"
     static let managerPidKey = "SWOOP_MANAGER_PID"
     static let executableKey = "SWOOP_EXECUTABLE"
+    /// Base mode: the listening sockets every worker inherits, one per listener, in order.
+    static let listenKey = "SWOOP_LISTEN_FDS"
+    /// The port each listener is bound to, as the master resolved them.
+    static let portsKey = "SWOOP_PORTS"
 
     var role: ProcessRole
     var workerId: Int
@@ -25,6 +29,10 @@ struct ProcessContext: Sendable {
     var managerPid: Int32
     /// The executable every process is started from.
     var executable: String
+    /// Base mode: the inherited listening sockets, by listener index.
+    var listenDescriptors: [CInt] = []
+    /// The listeners' bound ports (in the children; the master has them itself).
+    var ports: [Int] = []
 
     static let current: ProcessContext = {
         func env(_ key: String) -> String? { getenv(key).map { String(cString: $0) } }
@@ -47,7 +55,9 @@ struct ProcessContext: Sendable {
             token: env(tokenKey).flatMap { UInt64($0) } ?? 0,
             masterPid: env(masterPidKey).flatMap { Int32($0) } ?? 0,
             managerPid: env(managerPidKey).flatMap { Int32($0) } ?? getppid(),
-            executable: env(executableKey) ?? currentExecutable())
+            executable: env(executableKey) ?? currentExecutable(),
+            listenDescriptors: (env(listenKey) ?? "").split(separator: ",").compactMap { CInt($0) },
+            ports: (env(portsKey) ?? "").split(separator: ",").compactMap { Int($0) })
     }()
 
     /// The path of the running executable, resolved now: after a rebuild replaces the

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPCompression
 import NIOPosix
 
 /// The master's reactor threads and how many connections each holds, so that the
@@ -32,13 +33,72 @@ final class ReactorGroup: Sendable {
     }
 }
 
+/// The counters of one process's reactors (the master's in process mode, a worker's in
+/// base mode), updated without a lock.
+final class ReactorStats: Sendable {
+    let startTime = Int(Date().timeIntervalSince1970)
+    let connectionCount = ManagedAtomic(0)
+    let acceptCount = ManagedAtomic(0)
+    let closeCount = ManagedAtomic(0)
+    let abortCount = ManagedAtomic(0)
+    let requestCount = ManagedAtomic(0)
+    let totalRecvBytes = ManagedAtomic(0)
+    let totalSendBytes = ManagedAtomic(0)
+    let reloadCount = ManagedAtomic(0)
+
+    /// The connection counters as they are now.
+    var counters: ConnectionCounters {
+        ConnectionCounters(
+            connections: connectionCount.load(ordering: .relaxed), accepted: acceptCount.load(ordering: .relaxed),
+            closed: closeCount.load(ordering: .relaxed), aborted: abortCount.load(ordering: .relaxed),
+            requests: requestCount.load(ordering: .relaxed), received: totalRecvBytes.load(ordering: .relaxed),
+            sent: totalSendBytes.load(ordering: .relaxed))
+    }
+}
+
+/// One process's connection counters; in base mode each worker reports its own and the
+/// master adds them up.
+struct ConnectionCounters: Codable, Sendable {
+    var connections = 0, accepted = 0, closed = 0, aborted = 0, requests = 0, received = 0, sent = 0
+
+    static func + (a: ConnectionCounters, b: ConnectionCounters) -> ConnectionCounters {
+        ConnectionCounters(connections: a.connections + b.connections, accepted: a.accepted + b.accepted,
+                           closed: a.closed + b.closed, aborted: a.aborted + b.aborted,
+                           requests: a.requests + b.requests, received: a.received + b.received, sent: a.sent + b.sent)
+    }
+}
+
+/// What a reactor needs from the process it runs in: the master in process mode, a worker
+/// in base mode.
+final class ReactorHost: Sendable {
+    let settings: ServerSettings
+    let listeners: [ListenerConfig]
+    let logger: Logger
+    let stats = ReactorStats()
+    /// Bytes a reactor may hold for slots without a worker.
+    let maxWaitingBytes = 64 * 1024 * 1024
+
+    init(settings: ServerSettings, listeners: [ListenerConfig], logger: Logger) {
+        self.settings = settings
+        self.listeners = listeners
+        self.logger = logger
+    }
+
+    func idleTimeout(listener: Int) -> Double {
+        let own = listeners[listener].protocol?.heartbeatIdleTime ?? settings.protocol.heartbeatIdleTime
+        if own > 0 { return own }
+        let interval = settings.effectiveHeartbeatInterval
+        return interval > 0 ? 2 * interval : 0
+    }
+}
+
 /// One reactor thread's state: its connections, its copy of the worker table and the
 /// packets waiting for a worker that is being replaced. Touched only on its own loop, so
 /// the per-packet path takes no lock.
 final class Reactor: @unchecked Sendable {
     let id: Int
     let loop: EventLoop
-    unowned let core: MasterCore
+    let core: ReactorHost
     private(set) var connections: [UInt64: ClientConnection] = [:]
     /// The current endpoint of each event worker slot, as last published by the registry.
     private var workers: [WorkerEndpoint?]
@@ -47,8 +107,10 @@ final class Reactor: @unchecked Sendable {
     private var waitingBytes = 0
     private var roundRobin = 0
     private var heartbeat: RepeatedTask?
+    /// Base mode: the worker in this process, which gets every event directly.
+    var local: ((IPCMessage) -> Void)?
 
-    init(id: Int, loop: EventLoop, core: MasterCore) {
+    init(id: Int, loop: EventLoop, core: ReactorHost) {
         self.id = id
         self.loop = loop
         self.core = core
@@ -74,6 +136,32 @@ final class Reactor: @unchecked Sendable {
              toSlot: connection.stickySlot, connection: connection.id)
     }
 
+    /// Takes over an accepted socket as one of this reactor's connections; `closed` runs
+    /// when it closes (or could not be taken over).
+    func adopt(_ fd: CInt, id: UInt64, sequence: UInt64, listener index: Int, serverPort: Int,
+               closed: @escaping @Sendable () -> Void) {
+        let listener = core.listeners[index]
+        let framing = listener.protocol ?? core.settings.protocol
+        let outputLimit = core.settings.bufferOutputSize
+        let adopted = ClientBootstrap(group: loop)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: listener.type == .tcp ? 1 : 0)
+            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: outputLimit / 2, high: outputLimit))
+            // An HTTP client may shut down its sending side after its last request and still
+            // read the responses (HTTPSession closes once they are sent).
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: framing.openHTTPProtocol)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    channel.closeFuture.whenComplete { _ in closed() }
+                    try ClientConnection.install(on: channel, id: id, sequence: sequence, listener: index,
+                                                 framing: framing, reactor: self, serverPort: serverPort)
+                }
+            }
+            .withConnectedSocket(fd)
+        adopted.whenFailure { [core] error in
+            core.logger.warning("could not take over an accepted connection: \(error)")
+        }
+    }
+
     /// Writes a worker's reply to its client; a closed connection drops it.
     func deliver(_ connection: UInt64, _ data: ByteBuffer) {
         guard let client = connections[connection] else { return }
@@ -92,6 +180,27 @@ final class Reactor: @unchecked Sendable {
                 .whenComplete { _ in client.channel.close(promise: nil) }
         } else {
             client.channel.close(promise: nil)
+        }
+    }
+
+    /// Carries out a worker's instruction for one of this reactor's connections: a reply,
+    /// an HTTP response or a part of one, a close.
+    func apply(_ message: IPCMessage) {
+        switch message {
+        case let .send(connection, data):
+            deliver(connection, data)
+        case let .httpResponse(connection, sequence, status, headers, body, end):
+            connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers,
+                                                    body: body, end: end)
+        case let .httpBody(connection, sequence, data, end):
+            connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
+        case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
+            connections[connection]?.http?.sendfile(sequence: sequence, status: status, headers: headers, path: path,
+                                                    identity: (device, inode), offset: offset, length: length)
+        case let .closeConnection(connection, reset):
+            close(connection, reset: reset)
+        default:
+            core.logger.warning("a reactor cannot carry out \(message)")
         }
     }
 
@@ -168,6 +277,10 @@ final class Reactor: @unchecked Sendable {
     /// Writes a frame to the slot's worker and returns it; nil when the frame waits for one.
     @discardableResult
     private func send(_ message: IPCMessage, toSlot slot: Int, connection: UInt64, isRequest: Bool = false) -> WorkerEndpoint? {
+        if let local {
+            local(message)
+            return nil
+        }
         var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
         IPCCodec.encode(message, into: &frame)
         if let endpoint = workers[slot] {
@@ -283,6 +396,36 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         let n = reactor.core.settings.workerNum
         stickySlot = Int(sequence % UInt64(n))
         ipSlot = Self.hash(remoteIP) % n
+    }
+
+    /// Sets up a new client channel's pipeline for its listener's protocol (HTTP, or the
+    /// framing of packets), ending with the connection itself.
+    static func install(on channel: Channel, id: UInt64, sequence: UInt64, listener: Int, framing: ProtocolSettings,
+                        reactor: Reactor, serverPort: Int) throws {
+        let pipeline = channel.pipeline.syncOperations
+        let connection = ClientConnection(id: id, sequence: sequence, listener: listener, reactor: reactor,
+                                          channel: channel, serverPort: serverPort)
+        if framing.openHTTPProtocol {
+            // NIO's parser (llhttp), its pipelining guard (one request at a time, responses
+            // in order) and its 400 for a request it cannot parse.
+            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+            if framing.httpCompression {
+                // After the pipelining guard, so it pairs each response with the
+                // Accept-Encoding of the request it answers.
+                try pipeline.addHandler(HTTPResponseCompressor(
+                    responseCompressionPredicate: HTTPSession.compressionPredicate(minLength: framing.httpCompressionMinLength)))
+            }
+            let session = HTTPSession(connection: connection, settings: framing)
+            connection.http = session
+            try pipeline.addHandler(session)
+        } else if framing.openEOFSplit {
+            try pipeline.addHandler(ByteToMessageHandler(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
+        } else if framing.openLengthCheck {
+            try pipeline.addHandler(ByteToMessageHandler(LengthFieldFramer(
+                lengthType: framing.packageLengthType, lengthOffset: framing.packageLengthOffset,
+                bodyOffset: framing.packageBodyOffset, maxLength: framing.packageMaxLength)))
+        }
+        try pipeline.addHandler(connection)
     }
 
     /// A stable hash of an address (Swift's `hashValue` is seeded per process, and the

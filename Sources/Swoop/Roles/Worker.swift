@@ -89,6 +89,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private var queries: [UInt32: EventLoopPromise<ByteBuffer>] = [:]
     private var inReadBatch = false
     private var needsFlush = false
+    /// Base mode: this worker's own listeners and connections.
+    private var local: WorkerReactor?
 
     /// How each task this worker created will end: in onFinish, or in a waiting `taskwait`.
     private enum TaskWaiter {
@@ -113,12 +115,18 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         return limit + Int.random(in: 0...(limit / 2))
     }()
     private var recycleRequested = false
+    /// Base mode: the worker's own connections while it stops.
+    private enum ConnectionsState { case open, closing, closed }
+    private var connectionsState = ConnectionsState.open
 
     init(server: Server, loop: EventLoop, pump: EventPump) {
         self.server = server
         self.loop = loop
         self.pump = pump
         self.executor = LoopTaskExecutor(loop)
+        if server.settings.mode == .base && server.context.role == .worker {
+            local = WorkerReactor(server: server, loop: loop) { [unowned self] message in self.handle(message) }
+        }
     }
 
     /// Runs onWorkerStart, then connects to the master and says hello: only a worker that
@@ -170,6 +178,20 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func write(_ message: IPCMessage) {
+        if let local {
+            switch message {
+            case .send(let connection, _), .closeConnection(let connection, _),
+                 .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
+                 .httpSendfile(let connection, _, _, _, _, _, _, _, _):
+                // Base mode: this worker's own connection is answered here, without the master.
+                if local.owns(connection) {
+                    local.reactor.apply(message)
+                    return
+                }
+            default:
+                break
+            }
+        }
         guard let channel else { return }
         var buffer = channel.allocator.buffer(capacity: 64)
         IPCCodec.encode(message, into: &buffer)
@@ -209,7 +231,11 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inReadBatch = true
-        let message = unwrapInboundIn(data)
+        handle(unwrapInboundIn(data))
+    }
+
+    /// An event from the master, or in base mode from this worker's own reactor.
+    private func handle(_ message: IPCMessage) {
         switch message {
         case .connect(let id, _, _), .receive(let id, _, _), .close(let id, _, _), .httpRequest(let id, _, _, _, _):
             if busy.contains(id) {
@@ -232,6 +258,13 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         case .stopping:
             stopAcknowledged = true
             finishStopIfIdle()
+        case .send, .closeConnection, .httpResponse, .httpBody, .httpSendfile:
+            // Base mode: another worker's reply to a connection of this one.
+            local?.reactor.apply(message)
+        case .activate:
+            if !stopRequested { local?.start() }
+        case let .request(id, query, argument):
+            write(.response(id: id, data: local?.answer(query, argument) ?? ByteBuffer()))
         default:
             logger.warning("unexpected message from the master: \(message)")
         }
@@ -280,7 +313,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             guard handlers.request != nil else {
                 logger.error("an HTTP request arrived, but the server has no onRequest handler; answering 500")
                 response.fail()
-                finished.append(id)
+                if local == nil { finished.append(id) }
                 next()
                 return
             }
@@ -299,7 +332,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private func run<Event: Sendable>(_ callback: Callback<Event>?, _ event: Event, isRequest: Bool, what: String,
                                       connection: UInt64? = nil, onFinish: @escaping () -> Void) {
         guard let callback else {
-            if isRequest { finished.append(connection ?? 0) }
+            if isRequest && local == nil { finished.append(connection ?? 0) }
             onFinish()
             return
         }
@@ -329,8 +362,11 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private func complete(isRequest: Bool, connection: UInt64?, _ onFinish: () -> Void) {
         running -= 1
         if isRequest {
-            finished.append(connection ?? 0)
-            needsFlush = true
+            // The master counts what a worker holds only when it dispatched it (process mode).
+            if local == nil {
+                finished.append(connection ?? 0)
+                needsFlush = true
+            }
             countServed()
         }
         onFinish()
@@ -484,6 +520,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         guard !stopRequested else { return }
         stopRequested = true
         logger.debug("worker \(server.context.workerId) stopping (\(reason))")
+        // Base mode: no new connections; those open are closed once the handlers are done.
+        local?.stopAccepting()
         write(.stopping)
         flush()
         if running > 0 { handlers.workerExit?(server, server.context.workerId) }
@@ -505,6 +543,23 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
 
     private func exitNow() {
         stopDeadline?.cancel()
+        if let local {
+            switch connectionsState {
+            case .open:
+                // Base mode: what the handlers wrote goes out before the connections close.
+                connectionsState = .closing
+                local.stopAccepting()
+                local.closeConnections(within: .seconds(1)).whenComplete { _ in
+                    self.connectionsState = .closed
+                    self.exitNow()
+                }
+                return
+            case .closing:
+                return
+            case .closed:
+                break
+            }
+        }
         handlers.workerStop?(server, server.context.workerId)
         flush()
         // Exit once everything written has reached the socket, so no reply is lost.

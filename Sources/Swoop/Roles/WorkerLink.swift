@@ -22,6 +22,9 @@ final class WorkerEndpoint: @unchecked Sendable {
     let served = ManagedAtomic(0)
     /// The same requests by connection, to close those clients if the worker dies.
     private let pending = NIOLockedValueBox<[UInt64: Int]>([:])
+    /// Base mode: the master's questions to this worker (about the connections it holds)
+    /// waiting for an answer, by id.
+    private let questions = NIOLockedValueBox<(next: UInt32, waiting: [UInt32: EventLoopPromise<ByteBuffer>])>((1, [:]))
 
     init(role: ProcessRole, workerId: Int, generation: Int, pid: Int32, channel: Channel) {
         self.role = role
@@ -53,6 +56,33 @@ final class WorkerEndpoint: @unchecked Sendable {
             defer { pending.removeAll() }
             return pending.keys.filter { $0 != 0 }
         }
+    }
+
+    /// Asks this worker about its connections; a worker that goes away answers empty.
+    func ask(_ query: MasterQuery, _ argument: UInt64) -> EventLoopFuture<ByteBuffer> {
+        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        let id = questions.withLockedValue { state -> UInt32 in
+            let id = state.next
+            state.next = state.next == .max ? 1 : state.next + 1
+            state.waiting[id] = promise
+            return id
+        }
+        send(.request(id: id, query: query, argument: argument))
+        if !channel.isActive { dropQuestions() }
+        return promise.futureResult
+    }
+
+    func answered(_ id: UInt32, _ data: ByteBuffer) {
+        questions.withLockedValue { $0.waiting.removeValue(forKey: id) }?.succeed(data)
+    }
+
+    /// Ends every question with an empty answer (the worker is gone).
+    func dropQuestions() {
+        let waiting = questions.withLockedValue { state in
+            defer { state.waiting.removeAll() }
+            return Array(state.waiting.values)
+        }
+        for promise in waiting { promise.succeed(ByteBuffer()) }
     }
 
     func write(_ frame: ByteBuffer) {
@@ -115,24 +145,9 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func route(_ message: IPCMessage, from endpoint: WorkerEndpoint, context: ChannelHandlerContext) {
         switch message {
-        case let .send(connection, data):
-            core.reactor(of: connection).onLoop { $0.deliver(connection, data) }
-        case let .httpResponse(connection, sequence, status, headers, body, end):
-            core.reactor(of: connection).onLoop {
-                $0.connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers,
-                                                           body: body, end: end)
-            }
-        case let .httpBody(connection, sequence, data, end):
-            core.reactor(of: connection).onLoop {
-                $0.connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
-            }
-        case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
-            core.reactor(of: connection).onLoop {
-                $0.connections[connection]?.http?.sendfile(sequence: sequence, status: status, headers: headers, path: path,
-                                                           identity: (device, inode), offset: offset, length: length)
-            }
-        case let .closeConnection(connection, reset):
-            core.reactor(of: connection).onLoop { $0.close(connection, reset: reset) }
+        case .send(let connection, _), .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
+             .httpSendfile(let connection, _, _, _, _, _, _, _, _), .closeConnection(let connection, _):
+            core.routeToConnection(connection, message)
         case let .sendTo(listener, address, port, data):
             core.sendDatagram(listener: listener, address: address, port: port, data: data)
         case let .done(connections):
@@ -148,6 +163,8 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
             core.tasks.submit(id: id, from: endpoint, target: target, data: data)
         case let .taskResult(id, _, status, data):
             core.tasks.complete(id: id, by: endpoint, status: status, data: data)
+        case let .response(id, data):
+            endpoint.answered(id, data)
         case let .recycle(workerId, generation):
             core.sendToManager(.recycle(workerId: workerId, generation: generation))
         case .stopping:

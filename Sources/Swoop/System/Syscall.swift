@@ -28,6 +28,13 @@ enum Syscall {
         _ = Glibc.close(fd)
     }
 
+    /// Marks a descriptor close-on-exec, so that only children it is passed to explicitly
+    /// get it.
+    static func setCloseOnExec(_ fd: CInt) {
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+    }
+
     /// Reads what is there; `nil` means it would block, 0 means end of file.
     static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         while true {

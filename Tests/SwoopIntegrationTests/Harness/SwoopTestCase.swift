@@ -11,9 +11,13 @@ class SwoopTestCase: XCTestCase {
     /// Starts `swoop-demo` with `args` (plus `--host 127.0.0.1 --port 0 --log-file <temp>`
     /// unless given) and registers its teardown. On failure the teardown prints the
     /// server's diagnostics (tree, log and stderr tails) and keeps its temporary files.
+    /// The server mode the tests of this class run in (a subclass runs them in the other).
+    var serverMode: String { "process" }
+
     func startServer(_ args: [String] = [], timeout: TimeInterval = 20, program: String = "swoop-demo",
                      binary: String? = nil) throws -> DemoServer {
-        let server = try DemoServer.start(args: args, timeout: timeout, program: program, binary: binary)
+        let modeArgs = serverMode == "process" || args.contains("--mode") ? [] : ["--mode", serverMode]
+        let server = try DemoServer.start(args: args + modeArgs, timeout: timeout, program: program, binary: binary)
         addTeardownBlock { [self] in
             // Not `hasSucceeded`: corelibs XCTest reports false for a run not stopped yet.
             if let run = self.testRun, run.totalFailureCount > 0 {
