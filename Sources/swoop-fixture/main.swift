@@ -24,11 +24,15 @@ struct Fixture: ParsableCommand {
     @Option(name: .customLong("crash-on-start-file")) var crashOnStartFile: String?
     @Option(name: .customLong("task-max-request")) var taskMaxRequest = 0
     @Option(name: .customLong("task-queue-limit")) var taskQueueLimit = 1024
+    /// process or base.
+    @Option var mode = "process"
 
     func run() throws {
         var settings = ServerSettings()
         settings.workerNum = workerNum
         settings.reactorNum = min(2, workerNum)
+        guard let serverMode = ServerMode(rawValue: mode) else { throw ValidationError("--mode must be process or base") }
+        settings.mode = serverMode
         settings.logFile = logFile
         settings.bufferOutputSize = bufferOutputSize
         settings.protocol.packageMaxLength = packageMaxLength

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// Test 10: a handler waiting asynchronously (`sleep`) does not block its worker.
-final class AsyncHandlerTests: SwoopTestCase {
+class AsyncHandlerTests: SwoopTestCase {
     /// With ONE worker, client A's `sleep 1500` is pending while client B's pings are
     /// each answered within 500 ms; then A gets `slept 1500`, no earlier than ~1.5 s.
     func testSleepDoesNotBlockTheWorker() throws {

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Test 14: many concurrent clients each get exactly their own replies, in order.
-final class ConcurrencyTests: SwoopTestCase {
+class ConcurrencyTests: SwoopTestCase {
     /// 200 connections driven by one poll() loop, each doing 20 `echo <client>-<i>`
     /// round trips interleaved with all the others.
     func testTwoHundredConcurrentClients() throws {

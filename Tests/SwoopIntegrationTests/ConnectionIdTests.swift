@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// Test 17: connection ids are never reused during a server's life.
-final class ConnectionIdTests: SwoopTestCase {
+class ConnectionIdTests: SwoopTestCase {
     /// 50 sequential connections, each closed (and its close processed: connection_num
     /// back to the baseline) before the next opens, so a server that recycled ids (e.g.
     /// used file descriptor numbers) would hand out the same id again.

@@ -3,7 +3,7 @@ import XCTest
 
 /// Test 7: heartbeat. With a check every 1 s and an idle limit of 2 s, a silent
 /// connection is closed after ~2-3 s while one that pings every 0.5 s stays open.
-final class HeartbeatTests: SwoopTestCase {
+class HeartbeatTests: SwoopTestCase {
     func testIdleConnectionIsClosedActiveOneSurvives() throws {
         let server = try startServer([
             "--worker-num", "2", "--heartbeat-check-interval", "1", "--heartbeat-idle-time", "2",

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// Test 9: pipe messages between workers via `relay W TEXT`.
-final class PipeMessageTests: SwoopTestCase {
+class PipeMessageTests: SwoopTestCase {
     /// `relay W hello` for every W (including the serving worker itself) comes back as
     /// `relayed from=<serving worker> by=W hello`.
     func testRelayReachesEveryWorker() throws {

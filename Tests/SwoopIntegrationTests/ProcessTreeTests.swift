@@ -3,7 +3,7 @@ import XCTest
 
 /// Contract: 2 + n + m processes, master → manager → workers/task workers, exact titles,
 /// and the ready line / start-up lifecycle log.
-final class ProcessTreeTests: SwoopTestCase {
+class ProcessTreeTests: SwoopTestCase {
     /// Test 1: --worker-num 3 --task-worker-num 2 gives exactly master → 1 manager → 5
     /// children with the contract's titles; worker ids 0,1,2 and task worker ids 3,4.
     func testProcessTreeAndTitles() throws {

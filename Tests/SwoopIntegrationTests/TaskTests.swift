@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Task workers through swoop-demo's `task` and `taskwait` commands.
-final class TaskTests: SwoopTestCase {
+class TaskTests: SwoopTestCase {
     func testTaskAndTaskwaitRoundTrips() throws {
         let server = try startServer(["--worker-num", "2", "--task-worker-num", "2"])
         let client = try connect(server)

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// Test 8: the UDP listener answers `ping` and `whoami` with datagrams.
-final class UDPTests: SwoopTestCase {
+class UDPTests: SwoopTestCase {
     func testUDPPingAndWhoami() throws {
         let server = try startServer(["--worker-num", "2", "--udp-port", "0"])
         XCTAssertNotEqual(server.udpPort, 0, "ready line must announce the UDP port: \(server.readyLine)")
