@@ -166,7 +166,14 @@ final class Reactor: @unchecked Sendable {
     func deliver(_ connection: UInt64, _ data: ByteBuffer) {
         guard let client = connections[connection] else { return }
         core.stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
-        client.channel.writeAndFlush(data, promise: nil)
+        if client.reading {
+            // Answered while its own bytes are being read (base mode, a handler that did not
+            // suspend): one flush for the whole read batch, in channelReadComplete.
+            client.channel.write(data, promise: nil)
+            client.unflushed = true
+        } else {
+            client.channel.writeAndFlush(data, promise: nil)
+        }
     }
 
     func close(_ connection: UInt64, reset: Bool, reason: String? = nil) {
@@ -210,8 +217,9 @@ final class Reactor: @unchecked Sendable {
     func dispatch(_ connection: ClientConnection, _ data: ByteBuffer) {
         core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
         core.stats.totalRecvBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
-        let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
-                              sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: data)
+        // Base mode: the worker in this process serves every connection it accepted.
+        let slot = local != nil ? 0 : chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
+                                                 sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: data)
         send(.receive(connection: connection.id, reactor: id, data: data), toSlot: slot,
              connection: connection.id, isRequest: true)
     }
@@ -378,6 +386,10 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     var lastReceive = NIODeadline.now()
     var lastReceiveWall = Date().timeIntervalSince1970
     var closedByServer = false
+    /// Between a read's first packet and its channelReadComplete.
+    var reading = false
+    /// Replies written during the read and not flushed yet.
+    var unflushed = false
     /// The worker of this connection's connect/close events and of its packets in mode 2.
     let stickySlot: Int
     /// The worker of its packets in mode 4.
@@ -443,7 +455,17 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         touched()
+        reading = true
         reactor.dispatch(self, unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
     }
 
     /// Bytes arrived: the connection is not idle.
