@@ -6,7 +6,8 @@
 #   SWEEP=1 bash Benchmarks/run.sh              # also the connection sweep and its plot
 #   SMOKE=1 bash Benchmarks/run.sh              # well under a minute: runs every scenario once
 #   BUILD=0 bash Benchmarks/run.sh              # measure the binaries already built
-# Also WARMUP, PIPELINE, QUIET_WAIT, HTTP, WRK_THREADS, RELOAD_DURATION, SWEEP_*: see README.md.
+# Also WARMUP, PIPELINE, QUIET_WAIT, HTTP, WRK_THREADS, RELOAD_DURATION, SWEEP_*, LABEL:
+# see README.md.
 #
 # What it does, in one run, so that every figure comes from the same machine state:
 #   1. builds swoop-demo (release, in the repository root) and this package (release);
@@ -984,11 +985,21 @@ done
 
 mkdir -p "$here/results"
 if [[ "${SMOKE:-0}" == 1 ]]; then sweep_name=smoke-sweep; else sweep_name=sweep; fi
+# What the title says of the run: a smoke run, a short one (fewer than 3 rounds or under
+# 10 s each: fine for a check, not a reference), and LABEL, free text, if given.
+title_suffix=""
+if [[ "${SMOKE:-0}" == 1 ]]; then
+    title_suffix="SMOKE run (1 s, 1 round: not a measurement)"
+elif (( ROUNDS < 3 )) || awk -v d="$DURATION" 'BEGIN { exit !(d < 10) }'; then
+    title_suffix="short run ($DURATION s, $ROUNDS round(s): a check, not a reference measurement)"
+fi
+if [[ -n "${LABEL:-}" ]]; then title_suffix+="${title_suffix:+; }$LABEL"; fi
 sweep_note=""
 if (( ${#SWEEP_SCENARIOS[@]} > 0 )); then
     write_sweep_csv >"$here/results/$sweep_name.csv"
     if (( PLOT )); then
-        plot_title="Swoop connection sweep, $started_at, commit $commit$([[ "${SMOKE:-0}" == 1 ]] && echo ' (SMOKE run: not a measurement)')"
+        plot_title="Swoop connection sweep, $started_at, commit $commit${title_suffix:+
+$title_suffix}"
         if python3 "$here/plot_sweep.py" "$here/results/$sweep_name.csv" "$here/results/$sweep_name.png" "$plot_title" >&2; then
             sweep_note="Plotted in \`Benchmarks/results/$sweep_name.png\`; data in \`Benchmarks/results/$sweep_name.csv\`."
             log "plot written to Benchmarks/results/$sweep_name.png"
@@ -1002,7 +1013,7 @@ fi
 
 report="$work/report.md"
 {
-    if [[ "${SMOKE:-0}" == 1 ]]; then echo "# Swoop benchmark — SMOKE run (1 s, 1 round: not a measurement)"; else echo "# Swoop benchmark"; fi
+    echo "# Swoop benchmark${title_suffix:+ — $title_suffix}"
     echo
     echo "$started_at · commit $commit · $(nproc) CPUs ($cpu_model) · Linux $(uname -r)"
     echo
