@@ -696,7 +696,8 @@ write_sweep_csv() {
 }
 
 # The sweep as a markdown table: throughput (p99 µs) per server and connection count, and
-# each figure's ratio to the baseline of its protocol at the same count.
+# each figure's ratio to the baseline of its protocol at the same count; ⚠ marks a cell
+# measured while other processes took more than DISTURBED_PCT of either CPU.
 render_sweep() {
     local scenario connections base value
     printf '| connections |'
@@ -714,7 +715,10 @@ render_sweep() {
             if [[ "$scenario" != "$base" ]]; then
                 printf ' (%s)' "$(ratio "$value" "${SWEEP_VALUES[$base:$connections:msgs_per_s]:-}")"
             fi
-            printf ', p99 %s µs |' "$(pretty "${SWEEP_VALUES[$scenario:$connections:p99_us]:-}")"
+            printf ', p99 %s µs' "$(pretty "${SWEEP_VALUES[$scenario:$connections:p99_us]:-}")"
+            local others0="${SWEEP_VALUES[$scenario:$connections:others0]:-0}" others1="${SWEEP_VALUES[$scenario:$connections:others1]:-0}"
+            if (( ${others0:-0} > DISTURBED_PCT || ${others1:-0} > DISTURBED_PCT )); then printf ' ⚠'; fi
+            printf ' |'
         done
         echo
     done
@@ -1062,8 +1066,8 @@ report="$work/report.md"
         echo
         echo "Throughput per second (ratio to the baseline of the same protocol), p99; one run of" \
             "${SWEEP_WARMUP} s warm-up and ${SWEEP_DURATION} s (wrk: $(whole_seconds "$SWEEP_WARMUP" 0) s and" \
-            "$(whole_seconds "$SWEEP_DURATION" 1) s) per cell, each server started once for its row of counts." \
-            "$sweep_note"
+            "$(whole_seconds "$SWEEP_DURATION" 1) s) per cell, each server started once for its row of counts;" \
+            "⚠: other processes took more than $DISTURBED_PCT % of CPU $SERVER_CPU or CPU $LOAD_CPU. $sweep_note"
         echo
         render_sweep
         echo
