@@ -14,11 +14,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
-        // The yardstick: a plain SwiftNIO server.
+        // The yardstick: a plain SwiftNIO server (line protocol, or HTTP/1.1).
         .executableTarget(
             name: "nio-baseline",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

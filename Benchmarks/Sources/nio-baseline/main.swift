@@ -1,12 +1,15 @@
 // nio-baseline: the yardstick the benchmark measures Swoop against.
 //
 // A plain SwiftNIO server in one process that speaks swoop-demo's line protocol for `echo` and
-// `ping`, with byte-for-byte the same replies. It is meant to be what a competent engineer
+// `ping`, with byte-for-byte the same replies; with `--protocol http`, HTTP/1.1 instead
+// (NIOHTTP1), answering `GET /` with the same bytes as swoop-demo's HTTP listener (see
+// HTTPHandler.swift). It is meant to be what a competent engineer
 // would write for this job with SwiftNIO alone, so that the ratio to it measures what Swoop's
 // process model costs, and not a handicapped opponent: replies reuse the request's bytes, and
 // each read batch ends in one flush.
 import ArgumentParser
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// Answers each line the way swoop-demo does: `echo TEXT` → `TEXT`, `ping` → `pong`, anything
@@ -79,15 +82,24 @@ final class LineCommandHandler: ChannelInboundHandler {
     }
 }
 
+/// What the server speaks.
+enum BaselineProtocol: String, ExpressibleByArgument {
+    /// swoop-demo's line protocol (`echo`, `ping`).
+    case line
+    /// HTTP/1.1: `GET /` → `Hello, World!`.
+    case http
+}
+
 /// The command line.
 struct Baseline: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nio-baseline",
-        abstract: "A plain SwiftNIO line server (echo, ping): the benchmark's yardstick.")
+        abstract: "A plain SwiftNIO line server (echo, ping) or HTTP server (GET /): the benchmark's yardstick.")
 
     @Option(help: "The address to listen on.") var host = "127.0.0.1"
     @Option(help: "The TCP port (0: any free port).") var port = 0
     @Option(help: "Event loop threads.") var threads = 2
+    @Option(name: .customLong("protocol"), help: "line (echo, ping) or http (GET / → Hello, World!).") var serverProtocol = BaselineProtocol.line
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -101,19 +113,27 @@ struct Baseline: ParsableCommand {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Request/response traffic: Nagle would hold each small reply back.
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
+            .childChannelInitializer { [serverProtocol] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(LineSplitter()),
-                        LineCommandHandler(allocator: channel.allocator)
-                    )
+                    let pipeline = channel.pipeline.syncOperations
+                    switch serverProtocol {
+                    case .line:
+                        try pipeline.addHandlers(
+                            ByteToMessageHandler(LineSplitter()),
+                            LineCommandHandler(allocator: channel.allocator)
+                        )
+                    case .http:
+                        // Keep-alive, and pipelined requests answered in order.
+                        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true)
+                        try pipeline.addHandler(HTTPHelloHandler(allocator: channel.allocator))
+                    }
                 }
             }
         let listener = try bootstrap.bind(host: host, port: port).wait()
         guard let boundPort = listener.localAddress?.port else {
             throw ValidationError("the listener has no port")
         }
-        announce("nio-baseline ready port=\(boundPort)")
+        announce("nio-baseline ready protocol=\(serverProtocol.rawValue) port=\(boundPort)")
         // Runs until killed. SIGTERM's default action ends the process at once, which is all a
         // benchmark server needs: there is no state to save and the clients are gone by then.
         try listener.closeFuture.wait()

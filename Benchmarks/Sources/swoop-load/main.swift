@@ -5,7 +5,7 @@
 // After the warm-up it counts for `--duration` seconds, stops by itself and prints one
 // machine-readable line:
 //
-//     msgs_per_s=<n> p50_us=<n> p99_us=<n> errors=<n> requests=<n> load_cpu_pct=<n>
+//     msgs_per_s=<n> p50_us=<n> p99_us=<n> max_us=<n> errors=<n> requests=<n> load_cpu_pct=<n>
 //
 // load_cpu_pct is the CPU this process used over the run, in % of one core: near 100 × the
 // thread count, the load generator itself was the limit and the figures say little about the
@@ -26,7 +26,7 @@ struct Load: ParsableCommand {
         commandName: "swoop-load",
         abstract: "Drives a line server (swoop-demo, nio-baseline) and checks every reply.",
         discussion: """
-            Prints one line: msgs_per_s=<n> p50_us=<n> p99_us=<n> errors=<n> requests=<n> \
+            Prints one line: msgs_per_s=<n> p50_us=<n> p99_us=<n> max_us=<n> errors=<n> requests=<n> \
             load_cpu_pct=<n>. Exits 0; 1 when any reply was wrong, late or lost; 2 when it \
             could not connect.
             """)
@@ -85,9 +85,10 @@ struct Load: ParsableCommand {
         for worker in workers { total.merge(worker.report) }
         let p50 = (total.latencies.value(atQuantile: 0.50) ?? 0) / 1000
         let p99 = (total.latencies.value(atQuantile: 0.99) ?? 0) / 1000
+        let slowest = (total.latencies.value(atQuantile: 1) ?? 0) / 1000
         let rate = Double(total.requests) / duration
         print(
-            "msgs_per_s=\(fixed(rate, 0)) p50_us=\(fixed(p50, 1)) p99_us=\(fixed(p99, 1))"
+            "msgs_per_s=\(fixed(rate, 0)) p50_us=\(fixed(p50, 1)) p99_us=\(fixed(p99, 1)) max_us=\(fixed(slowest, 1))"
                 + " errors=\(total.errors) requests=\(total.requests) load_cpu_pct=\(fixed(cpuShare, 0))")
         printError(
             "swoop-load: \(mode.rawValue) connections=\(connections) pipeline=\(pipeline) threads=\(threads) "
