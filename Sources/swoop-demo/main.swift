@@ -52,6 +52,9 @@ struct Start: ParsableCommand {
     @Option(name: .customLong("document-root"), help: "HTTP: serve the files of this directory from the reactor.") var documentRoot: String?
     @Flag(name: .customLong("http-compression"), help: "HTTP: gzip text responses for clients that accept it.") var httpCompression = false
     @Option(name: .customLong("package-max-length"), help: "Longest packet or HTTP request body, in bytes.") var packageMaxLength: Int?
+    @Option(name: .customLong("request-timeout"), help: "Watchdog: kill a worker stuck on a request this many seconds (0: off).") var requestTimeout: Double = 0
+    @Option(name: .customLong("max-conn"), help: "Most client connections open at once; more are refused.") var maxConn: Int?
+    @Option(name: .customLong("buffer-output-size"), help: "Most bytes held for a client that does not read; over it, it is closed.") var bufferOutputSize: Int?
     @OptionGroup var control: StartOptions
 
     func run() throws {
@@ -81,6 +84,9 @@ struct Start: ParsableCommand {
         default: throw ValidationError("--log-rotation must be single or daily")
         }
         if let maxWaitTime { settings.maxWaitTime = maxWaitTime }
+        settings.requestTimeout = requestTimeout
+        if let maxConn { settings.maxConn = maxConn }
+        if let bufferOutputSize { settings.bufferOutputSize = bufferOutputSize }
         control.apply(to: &settings)
 
         let server = Server(host: host, port: port, settings: settings)
@@ -223,6 +229,9 @@ enum HTTPRoutes {
             throw CocoaError(.featureUnsupported)
         case (.get, "/crash"):
             abort()
+        case (.get, "/hang"):
+            // As the line command: blocks the worker's thread, for the watchdog.
+            while !LineCommands.neverSet.load(ordering: .relaxed) {}
         default:
             response.status = .notFound
             try response.end("not found")
@@ -241,6 +250,7 @@ enum LineCommands {
 
     /// Which connection each `task` answers, in this worker.
     static let taskConnections = Mutex<[TaskID: ConnectionID]>([:])
+    static let neverSet = Atomic<Bool>(false)
 
     static func handle(_ server: Server, _ connection: ConnectionID, _ reactorId: Int, _ data: ByteBuffer) async throws {
         // Trimmed as bytes: in a Swift String "\r\n" is one Character, so a suffix test for
@@ -306,6 +316,18 @@ enum LineCommands {
             }
         case "crash":
             abort()
+        case "hang":
+            // Blocks the worker's thread without ever yielding, for the watchdog. The atomic
+            // load keeps the compiler from removing the loop.
+            while !LineCommands.neverSet.load(ordering: .relaxed) {}
+        case "flood":
+            // N lines of 1 KiB to this connection, for slow-reader tests.
+            guard let count = Int(argument), count >= 0 else {
+                try server.send(connection, "error flood takes a line count\n")
+                return
+            }
+            let line = String(repeating: "x", count: 1023) + "\n"
+            for _ in 0..<count { try server.send(connection, line) }
         case "close":
             try server.close(connection)
         default:

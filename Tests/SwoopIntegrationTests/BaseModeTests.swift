@@ -68,3 +68,12 @@ final class FixtureBaseModeTests: FixtureTests {
     override var serverMode: String { "base" }
     override func testClientInfoExistsAndConnections() throws { try super.testClientInfoExistsAndConnections() }
 }
+
+/// Base mode: maxConn per worker, slow readers, and the watchdog's liveness check.
+final class HardeningBaseModeTests: HardeningTests {
+    override var serverMode: String { "base" }
+    override func testMaxConnRefusesCleanlyAndCounts() throws { try super.testMaxConnRefusesCleanlyAndCounts() }
+    override func testRunningOutOfDescriptorsBacksOffAndRecovers() throws {
+        throw XCTSkip("the same acceptor as process mode, in each worker; checked there")
+    }
+}

@@ -22,7 +22,7 @@ final class ProcessDeathTests: SwoopTestCase {
         }
     }
 
-    /// Test 16: kill -9 of the master leaves no process of the tree within 3 s (checked
+    /// Test 16: kill -9 of the master leaves no process of the tree within 2 s (checked
     /// before teardown, whose group kill would otherwise hide a leak).
     func testMasterDeathLeavesNoProcess() throws {
         let server = try startServer(["--worker-num", "2", "--task-worker-num", "1"])
@@ -31,7 +31,7 @@ final class ProcessDeathTests: SwoopTestCase {
 
         try server.signal(SIGKILL)
         XCTAssertEqual(server.waitForExit(timeout: 5), .signaled(SIGKILL))
-        let gone = waitUntil(timeout: 3) { server.survivors().isEmpty }
-        XCTAssertTrue(gone, "processes left 3 s after the master died:\n\(server.survivors().map { "  \($0)" }.joined(separator: "\n"))")
+        let gone = waitUntil(timeout: 2) { server.survivors().isEmpty }
+        XCTAssertTrue(gone, "processes left 2 s after the master died:\n\(server.survivors().map { "  \($0)" }.joined(separator: "\n"))")
     }
 }

@@ -175,6 +175,19 @@ public struct ServerSettings: Sendable {
     public var heartbeatCheckInterval: Double = 0
     /// The framing of the main listener; `addListener` may give other ports their own.
     public var `protocol` = ProtocolSettings()
+    /// The most client connections open at once; one more is closed as soon as it is
+    /// accepted and counted in `reject_count` (in base mode: per worker). Default: the
+    /// process's descriptor limit (`ulimit -n`), as in Swoole.
+    public var maxConn: Int = System.descriptorLimit
+    /// The watchdog: a worker that has not finished a request within this many seconds is
+    /// killed and replaced; the client of that request gets a 503 (HTTP) or a close, every
+    /// other connection stays open. 0: off. In base mode, where the master does not see
+    /// requests, it arms the liveness check instead (see `workerTimeout`).
+    public var requestTimeout: Double = 0
+    /// The watchdog's liveness check: a worker whose event loop has not answered the
+    /// master's probe within this many seconds (a handler that blocks its thread) is killed
+    /// and replaced. 0: off (or `requestTimeout` in base mode).
+    public var workerTimeout: Double = 0
     /// The most bytes the master holds for one client that does not read (2 MiB).
     public var bufferOutputSize: Int = 2 * 1024 * 1024
     /// The listen() backlog.
@@ -233,6 +246,9 @@ public struct ServerSettings: Sendable {
         if !(workerStartTimeout > 0) { throw fail("workerStartTimeout", "must be positive, got \(workerStartTimeout)") }
         if heartbeatCheckInterval < 0 { throw fail("heartbeatCheckInterval", "must not be negative") }
         if bufferOutputSize < 1 { throw fail("bufferOutputSize", "must be positive") }
+        if maxConn < 1 { throw fail("maxConn", "must be at least 1, got \(maxConn)") }
+        if !(requestTimeout >= 0) { throw fail("requestTimeout", "must not be negative") }
+        if !(workerTimeout >= 0) { throw fail("workerTimeout", "must not be negative") }
         if backlog < 1 { throw fail("backlog", "must be positive") }
         if logFile?.isEmpty == true { throw fail("logFile", "must not be empty (nil: standard error)") }
         if pidFile?.isEmpty == true { throw fail("pidFile", "must not be empty") }
@@ -315,6 +331,13 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
 public enum System {
     /// The number of CPU cores this process may run on.
     public static var coreCount: Int { NIOCore.System.coreCount }
+
+    /// The most descriptors this process may open (the soft `RLIMIT_NOFILE`).
+    public static var descriptorLimit: Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < (1 << 30) else { return 1 << 20 }
+        return Int(limit.rlim_cur)
+    }
 }
 
 extension ServerSettings {

@@ -55,6 +55,8 @@ public struct ServerStats: Sendable, Codable, Equatable {
     public var accept_count: Int
     public var close_count: Int
     public var abort_count: Int
+    /// Connections refused because `maxConn` were open.
+    public var reject_count: Int = 0
     public var request_count: Int
     public var dispatch_count: Int
     public var total_recv_bytes: Int

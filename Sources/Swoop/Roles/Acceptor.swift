@@ -59,7 +59,10 @@ final class Acceptor: @unchecked Sendable {
         while true {
             let ready: [CInt]
             do {
-                ready = try Syscall.poll([wakeRead] + fds, timeoutMs: backoffMs > 0 ? backoffMs : -1)
+                // While backing off, only the wake-up pipe is watched: the listener that ran
+                // out of descriptors is still readable, and polling it would return at once.
+                ready = backoffMs > 0 ? try Syscall.poll([wakeRead], timeoutMs: backoffMs)
+                                      : try Syscall.poll([wakeRead] + fds, timeoutMs: -1)
             } catch {
                 logger.error("acceptor: \(error)")
                 continue

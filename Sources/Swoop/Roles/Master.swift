@@ -125,6 +125,7 @@ final class Master: MasterEvents, @unchecked Sendable {
                 for reactor in core.reactors { reactor.loop.execute { reactor.startHeartbeat(interval: heartbeat) } }
             }
         }
+        core.startWatchdog()
         state = .running
         let reactors = settings.mode == .base ? "base mode" : "\(settings.reactorNum) reactor(s)"
         logger.info("master started: \(reactors), \(settings.workerNum) worker(s), \(settings.taskWorkerNum) task worker(s), ports \(boundPorts)")
@@ -173,6 +174,11 @@ final class Master: MasterEvents, @unchecked Sendable {
     /// Wraps an accepted connection in a channel on the least loaded reactor.
     private func adopt(_ fd: CInt, listener index: Int) {
         let core = self.core!
+        let open = core.reactorGroup.load.reduce(0) { $0 + $1.load(ordering: .relaxed) }
+        if open >= settings.maxConn {
+            core.host.refuse(fd)
+            return
+        }
         let reactorIndex = core.reactorGroup.leastLoaded()
         let reactor = core.reactors[reactorIndex]
         let sequence = core.connectionSequence.wrappingIncrementThenLoad(ordering: .relaxed)

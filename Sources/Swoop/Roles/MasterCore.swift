@@ -163,6 +163,54 @@ final class MasterCore: @unchecked Sendable {
         }
     }
 
+    // MARK: Watchdog
+
+    private var watchdog: RepeatedTask?
+
+    /// Starts the watchdog if `requestTimeout` or `workerTimeout` asks for it.
+    func startWatchdog() {
+        // In base mode the master does not see requests: a stuck one shows as a worker
+        // that no longer answers.
+        let requestLimit = isBase ? 0 : settings.requestTimeout
+        let livenessLimit = settings.workerTimeout > 0 ? settings.workerTimeout : (isBase ? settings.requestTimeout : 0)
+        let limits = [requestLimit, livenessLimit].filter { $0 > 0 }
+        guard let shortest = limits.min() else { return }
+        let period = TimeAmount.milliseconds(Int64(max(50, shortest * 1000 / 4)))
+        watchdog = reactors[0].loop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in
+            watch(requestLimit: requestLimit, livenessLimit: livenessLimit)
+        }
+    }
+
+    /// Kills a worker stuck on a request, or whose event loop does not answer a probe.
+    /// The manager replaces it; the master fails only the requests it held.
+    private func watch(requestLimit: Double, livenessLimit: Double) {
+        guard !closing.load(ordering: .relaxed) else { return }
+        let loop = reactors[0].loop
+        let now = NIODeadline.now()
+        let workers = lock.withLock { current[0..<settings.workerNum].compactMap { $0 } }
+        for endpoint in workers where !endpoint.condemned {
+            if requestLimit > 0, let since = endpoint.oldestRequestStart(),
+               now - since > .milliseconds(Int64(requestLimit * 1000)) {
+                condemn(endpoint, "has not finished a request in \(requestLimit) s (requestTimeout)")
+            } else if livenessLimit > 0 {
+                if let sent = endpoint.probeSentAt {
+                    if now - sent > .milliseconds(Int64(livenessLimit * 1000)) {
+                        condemn(endpoint, "has not answered the liveness check in \(livenessLimit) s (workerTimeout)")
+                    }
+                } else {
+                    endpoint.probeSentAt = now
+                    endpoint.ask(.stats, 0).hop(to: loop).whenComplete { _ in endpoint.probeSentAt = nil }
+                }
+            }
+        }
+    }
+
+    private func condemn(_ endpoint: WorkerEndpoint, _ why: String) {
+        endpoint.condemned = true
+        logger.warning("worker \(endpoint.workerId) (pid \(endpoint.pid)) \(why); killing it")
+        Syscall.kill(endpoint.pid, SIGKILL)
+    }
+
     /// A worker is stopping: no more work for it. The returned future completes once every
     /// reactor has stopped dispatching to it, so the acknowledgement the worker gets is the
     /// last frame it will receive.
@@ -250,6 +298,7 @@ final class MasterCore: @unchecked Sendable {
     /// closed, so that the reactor loops hold no more work.
     func closeEverything() {
         closing.store(true, ordering: .relaxed)
+        try? reactors[0].loop.submit { self.watchdog?.cancel() }.wait()
         // Two rounds through every loop let the tasks and callbacks already queued finish.
         for _ in 0..<2 {
             for reactor in reactors { try? reactor.loop.submit {}.wait() }
@@ -385,6 +434,7 @@ final class MasterCore: @unchecked Sendable {
             accept_count: counters.accepted,
             close_count: counters.closed,
             abort_count: counters.aborted,
+            reject_count: counters.rejected,
             request_count: counters.requests,
             dispatch_count: counters.requests,
             total_recv_bytes: counters.received,

@@ -41,6 +41,7 @@ final class ReactorStats: Sendable {
     let acceptCount = ManagedAtomic(0)
     let closeCount = ManagedAtomic(0)
     let abortCount = ManagedAtomic(0)
+    let rejectCount = ManagedAtomic(0)
     let requestCount = ManagedAtomic(0)
     let totalRecvBytes = ManagedAtomic(0)
     let totalSendBytes = ManagedAtomic(0)
@@ -51,6 +52,7 @@ final class ReactorStats: Sendable {
         ConnectionCounters(
             connections: connectionCount.load(ordering: .relaxed), accepted: acceptCount.load(ordering: .relaxed),
             closed: closeCount.load(ordering: .relaxed), aborted: abortCount.load(ordering: .relaxed),
+            rejected: rejectCount.load(ordering: .relaxed),
             requests: requestCount.load(ordering: .relaxed), received: totalRecvBytes.load(ordering: .relaxed),
             sent: totalSendBytes.load(ordering: .relaxed))
     }
@@ -59,11 +61,11 @@ final class ReactorStats: Sendable {
 /// One process's connection counters; in base mode each worker reports its own and the
 /// master adds them up.
 struct ConnectionCounters: Codable, Sendable {
-    var connections = 0, accepted = 0, closed = 0, aborted = 0, requests = 0, received = 0, sent = 0
+    var connections = 0, accepted = 0, closed = 0, aborted = 0, rejected = 0, requests = 0, received = 0, sent = 0
 
     static func + (a: ConnectionCounters, b: ConnectionCounters) -> ConnectionCounters {
         ConnectionCounters(connections: a.connections + b.connections, accepted: a.accepted + b.accepted,
-                           closed: a.closed + b.closed, aborted: a.aborted + b.aborted,
+                           closed: a.closed + b.closed, aborted: a.aborted + b.aborted, rejected: a.rejected + b.rejected,
                            requests: a.requests + b.requests, received: a.received + b.received, sent: a.sent + b.sent)
     }
 }
@@ -82,6 +84,16 @@ final class ReactorHost: Sendable {
         self.settings = settings
         self.listeners = listeners
         self.logger = logger
+    }
+
+    /// Closes a connection accepted while `maxConn` were open, and counts it. The first
+    /// and every 1000th are logged, so that a flood cannot flood the log too.
+    func refuse(_ fd: CInt) {
+        Syscall.close(fd)
+        let count = stats.rejectCount.wrappingIncrementThenLoad(ordering: .relaxed)
+        if count == 1 || count % 1000 == 0 {
+            logger.warning("refused a connection: maxConn (\(settings.maxConn)) connections are open (\(count) refused so far)")
+        }
     }
 
     func idleTimeout(listener: Int) -> Double {

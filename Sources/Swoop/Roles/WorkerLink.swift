@@ -20,8 +20,13 @@ final class WorkerEndpoint: @unchecked Sendable {
     let inFlight = ManagedAtomic(0)
     /// Requests (tasks, for a task worker) it has finished, for `stats()`.
     let served = ManagedAtomic(0)
-    /// The same requests by connection, to close those clients if the worker dies.
-    private let pending = NIOLockedValueBox<[UInt64: Int]>([:])
+    /// The same requests by connection, to close those clients if the worker dies, with
+    /// when the worker began the oldest (a connection's requests are handled one after
+    /// another, so it began the next when it finished the one before), for the watchdog.
+    private let pending = NIOLockedValueBox<[UInt64: (count: Int, since: NIODeadline)]>([:])
+    /// The watchdog's state, touched on its loop only: killed, or a liveness probe out.
+    var condemned = false
+    var probeSentAt: NIODeadline?
     /// Base mode: the master's questions to this worker (about the connections it holds)
     /// waiting for an answer, by id.
     private let questions = NIOLockedValueBox<(next: UInt32, waiting: [UInt32: EventLoopPromise<ByteBuffer>])>((1, [:]))
@@ -37,17 +42,33 @@ final class WorkerEndpoint: @unchecked Sendable {
     /// A request of `connection` (0: a datagram) was handed to this worker.
     func began(_ connection: UInt64) {
         inFlight.wrappingIncrement(ordering: .relaxed)
-        pending.withLockedValue { $0[connection, default: 0] += 1 }
+        pending.withLockedValue { pending in
+            if let entry = pending[connection] {
+                pending[connection] = (entry.count + 1, entry.since)
+            } else {
+                pending[connection] = (1, .now())
+            }
+        }
     }
 
     func finished(_ connections: [UInt64]) {
         inFlight.wrappingDecrement(by: connections.count, ordering: .relaxed)
         served.wrappingIncrement(by: connections.count, ordering: .relaxed)
         pending.withLockedValue { pending in
+            let now = NIODeadline.now()
             for connection in connections {
-                if let count = pending[connection], count > 1 { pending[connection] = count - 1 } else { pending[connection] = nil }
+                if let entry = pending[connection], entry.count > 1 {
+                    pending[connection] = (entry.count - 1, now)
+                } else {
+                    pending[connection] = nil
+                }
             }
         }
+    }
+
+    /// When the worker began the request it has been working on longest, if it holds any.
+    func oldestRequestStart() -> NIODeadline? {
+        pending.withLockedValue { $0.values.lazy.map(\.since).min() }
     }
 
     /// The connections whose requests this worker held when its connection closed.

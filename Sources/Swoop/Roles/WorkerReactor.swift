@@ -25,6 +25,8 @@ final class WorkerReactor: @unchecked Sendable {
     /// Accepts on the inherited sockets once the worker is active.
     private var acceptor: Acceptor?
     private var sequence: UInt32 = 0
+    /// Connections taken over and not closed yet (on the loop), for `maxConn`.
+    private var open = 0
     private var started = false
 
     var loop: EventLoop { reactor.loop }
@@ -65,10 +67,17 @@ final class WorkerReactor: @unchecked Sendable {
             let ports = server.context.ports
             let acceptor = try Acceptor(listeners: streams, logger: server.logger) { [self] fd, index in
                 loop.execute { [self] in
+                    if open >= server.settings.maxConn {
+                        reactor.core.refuse(fd)
+                        return
+                    }
                     sequence &+= 1
                     if sequence == 0 { sequence = 1 }
+                    open += 1
                     reactor.adopt(fd, id: generation << 32 | UInt64(sequence), sequence: UInt64(sequence), listener: index,
-                                  serverPort: index < ports.count ? ports[index] : 0) {}
+                                  serverPort: index < ports.count ? ports[index] : 0) { [self] in
+                        loop.execute { self.open -= 1 }
+                    }
                 }
             }
             acceptor.start()

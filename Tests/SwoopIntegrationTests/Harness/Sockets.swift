@@ -250,6 +250,19 @@ final class LineClient {
         }
     }
 
+    /// Waits up to `timeout` seconds for the peer to reset the connection, without reading
+    /// anything (for a client that does not read: reading would drain what it was sent).
+    func isResetByPeer(timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            if getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0, error != 0 { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+
     /// Closes the socket normally (FIN). Idempotent.
     func close() {
         if fd >= 0 {
