@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <grp.h>
 #if __has_include(<linux/close_range.h>)
 #include <linux/close_range.h>
 #endif
@@ -96,7 +97,8 @@ int cswoop_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0
 int cswoop_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 pid_t cswoop_spawn(const char *path, char *const argv[], char *const envp[],
-                   const int *fd_map, int fd_map_count, int flags, int pdeathsig) {
+                   const int *fd_map, int fd_map_count, int flags, int pdeathsig,
+                   long long uid, long long gid) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -1;
     pid_t parent = getpid();
@@ -128,6 +130,12 @@ pid_t cswoop_spawn(const char *path, char *const argv[], char *const envp[],
             if (setsid() < 0) { err = errno; goto fail; }
         } else if (flags & CSWOOP_SPAWN_NEW_PGROUP) {
             if (setpgid(0, 0) != 0) { err = errno; goto fail; }
+        }
+        if (gid >= 0) {
+            if (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0) { err = errno; goto fail; }
+        }
+        if (uid >= 0) {
+            if (setuid((uid_t)uid) != 0) { err = errno; goto fail; }
         }
         if (pdeathsig > 0) {
             if (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) != 0) { err = errno; goto fail; }

@@ -55,6 +55,8 @@ struct Start: ParsableCommand {
     @Option(name: .customLong("request-timeout"), help: "Watchdog: kill a worker stuck on a request this many seconds (0: off).") var requestTimeout: Double = 0
     @Option(name: .customLong("max-conn"), help: "Most client connections open at once; more are refused.") var maxConn: Int?
     @Option(name: .customLong("buffer-output-size"), help: "Most bytes held for a client that does not read; over it, it is closed.") var bufferOutputSize: Int?
+    @Option(help: "Run the workers and task workers as this user (the server must start as root).") var user: String?
+    @Option(help: "And as this group (default: the user's primary group).") var group: String?
     @OptionGroup var control: StartOptions
 
     func run() throws {
@@ -85,6 +87,8 @@ struct Start: ParsableCommand {
         }
         if let maxWaitTime { settings.maxWaitTime = maxWaitTime }
         settings.requestTimeout = requestTimeout
+        settings.user = user
+        settings.group = group
         if let maxConn { settings.maxConn = maxConn }
         if let bufferOutputSize { settings.bufferOutputSize = bufferOutputSize }
         control.apply(to: &settings)

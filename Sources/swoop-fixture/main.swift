@@ -12,6 +12,9 @@ struct Fixture: ParsableCommand {
     /// eof, length or raw.
     @Option var framing = "length"
     @Option(name: .customLong("unix-path")) var unixPath: String?
+    /// Octal, e.g. 600.
+    @Option(name: .customLong("unix-mode")) var unixMode: String?
+    @Option(name: .customLong("unix-group")) var unixGroup: String?
     @Option(name: .customLong("package-max-length")) var packageMaxLength = 2 * 1024 * 1024
     @Option(name: .customLong("buffer-output-size")) var bufferOutputSize = 2 * 1024 * 1024
     /// Route every packet to the worker named by its first byte (a digit).
@@ -26,6 +29,8 @@ struct Fixture: ParsableCommand {
     @Option(name: .customLong("task-queue-limit")) var taskQueueLimit = 1024
     /// process or base.
     @Option var mode = "process"
+    @Option var user: String?
+    @Option var group: String?
 
     func run() throws {
         var settings = ServerSettings()
@@ -33,6 +38,10 @@ struct Fixture: ParsableCommand {
         settings.reactorNum = min(2, workerNum)
         guard let serverMode = ServerMode(rawValue: mode) else { throw ValidationError("--mode must be process or base") }
         settings.mode = serverMode
+        settings.user = user
+        if let unixMode { settings.unixSocketMode = Int(unixMode, radix: 8) ?? -1 }
+        settings.unixSocketGroup = unixGroup
+        settings.group = group
         settings.logFile = logFile
         settings.bufferOutputSize = bufferOutputSize
         settings.protocol.packageMaxLength = packageMaxLength
@@ -128,6 +137,11 @@ struct Fixture: ParsableCommand {
                 server.logger.info("sleeping \(ms) on connection \(connection)")
                 try await Task.sleep(for: .milliseconds(ms))
                 try reply(ByteBuffer(string: "slept \(ms)"))
+            case "signal-master":
+                // Whether this worker may signal the master (signal 0 only checks): with
+                // --user it must not.
+                let result = kill(server.masterPid, 0) == 0 ? "allowed" : "errno=\(errno)"
+                try reply(ByteBuffer(string: result))
             case "reload":
                 try server.reload()
                 try reply(ByteBuffer(string: "reloading"))

@@ -10,12 +10,14 @@
 #define CSWOOP_SPAWN_CLOSE_OTHERS 4
 
 /// Forks and execs `path` without running any Swift code in the child: the child only
-/// resets its signal state, applies `fd_map` (pairs of source, target), optionally sets
-/// PR_SET_PDEATHSIG and a new process group or session, then execs.
+/// resets its signal state, optionally drops to `gid`/`uid` (-1: keep; supplementary groups
+/// cleared), sets PR_SET_PDEATHSIG (after the drop, which would clear it) and a new process
+/// group or session, applies `fd_map` (pairs of source, target), then execs.
 /// Returns the pid, or -1 with errno set (also when exec failed in the child: the error
 /// is reported through a close-on-exec pipe).
 pid_t cswoop_spawn(const char *path, char *const argv[], char *const envp[],
-                   const int *fd_map, int fd_map_count, int flags, int pdeathsig);
+                   const int *fd_map, int fd_map_count, int flags, int pdeathsig,
+                   long long uid, long long gid);
 
 /// The program's arguments as they were at start, before any process title was written.
 int cswoop_original_argc(void);

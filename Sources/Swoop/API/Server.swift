@@ -39,6 +39,8 @@ public final class Server: @unchecked Sendable {
     var worker: WorkerRuntime?
     /// The master side, in the master process.
     var master: Master?
+    /// The user and group of the workers and task workers, from the settings.
+    var credentials: Credentials?
     /// Writes this process's log lines (to `settings.logFile`, or standard error).
     public private(set) var logger: Logger
 
@@ -228,7 +230,14 @@ public final class Server: @unchecked Sendable {
         // Base mode: the master's one loop carries only IPC; the workers own the clients.
         if settings.mode == .base { settings.reactorNum = 1 }
         settings.listenersPackageMaxLength = listeners.compactMap { $0.protocol?.packageMaxLength }.max() ?? 0
+        let credentials = try Credentials.resolve(user: settings.user, group: settings.group)
+        self.credentials = credentials
+        LogSink.fileOwner = credentials
         guard context.role == .master else { return }
+        if let credentials, geteuid() != 0, credentials.uid != geteuid() || credentials.gid != getegid() {
+            throw ServerError.invalidSetting(name: settings.user != nil ? "user" : "group",
+                                             reason: "changing the workers' user needs the server to start as root")
+        }
         _ = try LogSink.shared(path: settings.logFile, rotation: settings.logRotation)
         if let path = settings.pidFile {
             if case let .master(pid) = PidFile(path: path).holder() {

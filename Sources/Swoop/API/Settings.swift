@@ -188,6 +188,17 @@ public struct ServerSettings: Sendable {
     /// master's probe within this many seconds (a handler that blocks its thread) is killed
     /// and replaced. 0: off (or `requestTimeout` in base mode).
     public var workerTimeout: Double = 0
+    /// The user the workers and task workers run as (Swoole's `user`); the master and the
+    /// manager keep the user that started the server, which must then be root. The master
+    /// binds the ports first, so a privileged port works. nil: no change.
+    public var user: String? = nil
+    /// Their group (default: the user's primary group); supplementary groups are dropped.
+    public var group: String? = nil
+    /// The permissions of Unix-socket listeners' files (connecting needs write permission).
+    public var unixSocketMode: Int = 0o660
+    /// The owner and group given to Unix-socket listeners' files (nil: the master's).
+    public var unixSocketUser: String? = nil
+    public var unixSocketGroup: String? = nil
     /// The most bytes the master holds for one client that does not read (2 MiB).
     public var bufferOutputSize: Int = 2 * 1024 * 1024
     /// The listen() backlog.
@@ -246,6 +257,7 @@ public struct ServerSettings: Sendable {
         if !(workerStartTimeout > 0) { throw fail("workerStartTimeout", "must be positive, got \(workerStartTimeout)") }
         if heartbeatCheckInterval < 0 { throw fail("heartbeatCheckInterval", "must not be negative") }
         if bufferOutputSize < 1 { throw fail("bufferOutputSize", "must be positive") }
+        if !(0...0o777).contains(unixSocketMode) { throw fail("unixSocketMode", "must be a permission mode (0 to 0o777)") }
         if maxConn < 1 { throw fail("maxConn", "must be at least 1, got \(maxConn)") }
         if !(requestTimeout >= 0) { throw fail("requestTimeout", "must not be negative") }
         if !(workerTimeout >= 0) { throw fail("workerTimeout", "must not be negative") }

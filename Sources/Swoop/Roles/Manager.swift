@@ -17,6 +17,8 @@ final class Manager {
     private var logger: Logger { server.logger }
     private var settings: ServerSettings { server.settings }
     private let context: ProcessContext
+    /// The workers' user and group (`settings.user`/`group`).
+    private var credentials: Credentials? { server.credentials }
     private var table: ProcessTable
     private var link: CInt = -1
     private var linkBuffer = ByteBuffer()
@@ -144,6 +146,7 @@ final class Manager {
         do {
             var command = Spawner.Command(path: context.executable, arguments: ProcessTitle.originalArguments,
                                           environment: environment)
+            command.credentials = credentials
             // Base mode: an event worker accepts on the listening sockets.
             if role == .worker { command.descriptors += context.listenDescriptors.filter { $0 >= 0 }.map { ($0, $0) } }
             let pid = try Spawner.spawn(command)

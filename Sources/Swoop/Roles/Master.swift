@@ -71,7 +71,10 @@ final class Master: MasterEvents, @unchecked Sendable {
                 }
             case .unixStream:
                 let fd = try Syscall.retrying("bind", listener.host) {
-                    cswoop_listen_unix_path(listener.host, CInt(settings.backlog), 0o660)
+                    cswoop_listen_unix_path(listener.host, CInt(settings.backlog), CInt(settings.unixSocketMode))
+                }
+                if let owner = try Credentials.resolve(user: settings.unixSocketUser, group: settings.unixSocketGroup) {
+                    _ = try Syscall.retrying("chown", listener.host) { chown(listener.host, owner.uid, owner.gid) }
                 }
                 sockets.append((fd, 0))
             }

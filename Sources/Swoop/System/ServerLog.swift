@@ -90,12 +90,18 @@ final class LogSink: @unchecked Sendable {
     private let nextSwitch = ManagedAtomic(Int.max)
 
     private static let cache = NIOLockedValueBox<[String: LogSink]>([:])
+    /// Who owns the log files this process creates (the workers' user), set before start.
+    nonisolated(unsafe) static var fileOwner: Credentials?
 
     /// The one sink of this process for `path`.
     /// Opens a log file for appending; failure is the typed error `start()` reports.
     private static func openForAppending(_ file: String) throws -> CInt {
         do {
-            return try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+            let fd = try Syscall.open(file, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+            // Workers that run as `settings.user` open the same file: a file the master
+            // (root) creates is handed to that user. Elsewhere it fails harmlessly.
+            if let owner = fileOwner, geteuid() == 0 { _ = fchown(fd, owner.uid, owner.gid) }
+            return fd
         } catch let error as SystemError {
             throw ServerError.logFileUnwritable(path: file, reason: String(cString: strerror(error.errno)))
         }

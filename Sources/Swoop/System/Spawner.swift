@@ -24,6 +24,8 @@ struct Spawner {
         var parentDeathSignal: CInt = SIGKILL
         /// `CSWOOP_SPAWN_SETSID` for a new session (a daemon), or 0.
         var flags: CInt = 0
+        /// The user and group the child runs as (nil: this process's).
+        var credentials: Credentials?
     }
 
     /// Spawns `command` and returns the child's pid.
@@ -38,11 +40,40 @@ struct Spawner {
         let map = command.descriptors.flatMap { [$0.0, $0.1] }
         let pid = map.withUnsafeBufferPointer { mapPtr in
             cswoop_spawn(command.path, &argv, &envp, mapPtr.baseAddress, CInt(command.descriptors.count),
-                         command.flags, command.parentDeathSignal)
+                         command.flags, command.parentDeathSignal,
+                         command.credentials.map { Int64($0.uid) } ?? -1, command.credentials.map { Int64($0.gid) } ?? -1)
         }
         if pid < 0 {
             throw SystemError(call: "execve", errno: errno, context: command.path)
         }
         return pid
+    }
+}
+
+/// A user and group to run a process as.
+struct Credentials: Sendable, Equatable {
+    let uid: uid_t
+    let gid: gid_t
+
+    /// Looks up `user` (and `group`, else the user's primary group) in the system's
+    /// databases; nil when neither is given.
+    static func resolve(user: String?, group: String?) throws -> Credentials? {
+        guard user != nil || group != nil else { return nil }
+        var uid = geteuid()
+        var gid = getegid()
+        if let user {
+            guard let entry = getpwnam(user) else {
+                throw ServerError.invalidSetting(name: "user", reason: "no user named \(user)")
+            }
+            uid = entry.pointee.pw_uid
+            gid = entry.pointee.pw_gid
+        }
+        if let group {
+            guard let entry = getgrnam(group) else {
+                throw ServerError.invalidSetting(name: "group", reason: "no group named \(group)")
+            }
+            gid = entry.pointee.gr_gid
+        }
+        return Credentials(uid: uid, gid: gid)
     }
 }
