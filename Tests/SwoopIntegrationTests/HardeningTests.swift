@@ -114,6 +114,56 @@ class HardeningTests: SwoopTestCase {
         assertMasterAndManagerUnchanged(server)
     }
 
+    func testAThousandClientsThatDoNotReadLeaveTheMasterBounded() throws {
+        try XCTSkipIf(serverMode == "base", "the same output bound in the workers; 30 s once is enough")
+        let server = try startServer(["--worker-num", "2", "--buffer-output-size", "65536"])
+        let reader = try connect(server)
+        let rssBefore = try residentKiB(server.masterPid)
+        var slow: [LineClient] = []
+        defer { slow.forEach { $0.close() } }
+        for _ in 0..<1000 {
+            let client = try connect(server)
+            try client.send("flood 256")  // 256 KiB each, never read
+            slow.append(client)
+        }
+        XCTAssertEqual(try reader.request("ping", timeout: 30), "pong", "the others are served meanwhile")
+        // The floods (256 MiB in all) pass through the master for a while: its peak counts.
+        var peak = 0
+        for _ in 0..<40 {
+            peak = max(peak, try residentKiB(server.masterPid))
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        let grown = peak - rssBefore
+        // At most bufferOutputSize per client (64 MiB in all) may be held; most sits in the
+        // kernel's socket buffers, and a client over the bound is reset.
+        XCTAssertLessThan(grown, 96 * 1024, "the master's memory stays bounded (grew \(grown) KiB)")
+        slow.forEach { $0.close() }
+        slow.removeAll()
+        try eventually("the connections are released", timeout: 30) {
+            (try stats(reader).int("connection_num") ?? -1) == 1
+        }
+        assertMasterAndManagerUnchanged(server)
+    }
+
+    func testAPipelinedFloodIsAnsweredInOrderWithBoundedMemory() throws {
+        let server = try startServer(["--worker-num", "2", "--http-port", "0"])
+        let client = try RawHTTPClient(port: server.httpPort)
+        defer { client.close() }
+        let rssBefore = try residentKiB(server.masterPid)
+        let count = 5000
+        var burst = ""
+        for i in 0..<count { burst += "GET /status?code=\(200 + i % 2) HTTP/1.1\r\nHost: t\r\n\r\n" }
+        try client.send(burst)
+        for i in 0..<count {
+            let reply = try client.readResponse(timeout: 30)
+            XCTAssertEqual(reply.status, 200 + i % 2, "response \(i) answers request \(i)")
+            if reply.status != 200 + i % 2 { break }
+        }
+        let grown = try residentKiB(server.masterPid) - rssBefore
+        XCTAssertLessThan(grown, 32 * 1024, "the master reads one request at a time (grew \(grown) KiB)")
+        XCTAssertEqual(try client.get("/").text, "Hello, World!")
+    }
+
     private func residentKiB(_ pid: pid_t) throws -> Int {
         let status = String(decoding: try XCTUnwrap(ProcFS.readFile("/proc/\(pid)/status")), as: UTF8.self)
         let line = try XCTUnwrap(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
