@@ -31,12 +31,7 @@ final class HTTPBaseModeTests: HTTPTests {
         try client.send(RawHTTPClient.request("GET", "/crash"))
         XCTAssertTrue(client.isClosedByPeer(timeout: 10), "the crashing request's connection closes with its worker")
         XCTAssertTrue(bystander.isClosedByPeer(timeout: 10), "so do the other connections of that worker")
-        try eventually("a new connection is served by the replacement worker", timeout: 15) {
-            let fresh = try RawHTTPClient(port: server.httpPort)
-            defer { fresh.close() }
-            let now = try XCTUnwrap(WhoAmI.parseTCP(try fresh.get("/whoami").text))
-            return now.pid != before.pid
-        }
+        try waitForANewWorker(server, other: before.pid)
         assertMasterAndManagerUnchanged(server)
     }
 
@@ -54,13 +49,17 @@ final class HTTPBaseModeTests: HTTPTests {
         XCTAssertEqual(reply.status, 200)
         XCTAssertEqual(reply.text, "slept 800", "the request in flight is answered before its connection closes")
         XCTAssertTrue(client.isClosedByPeer(timeout: 10), "then the old worker closes its connections")
-        try eventually("the new worker serves new connections", timeout: 15) {
+        try waitForANewWorker(server, other: before.pid)
+        assertMasterAndManagerUnchanged(server)
+    }
+
+    /// Waits until a new connection is served by a worker other than `pid` (its replacement).
+    private func waitForANewWorker(_ server: DemoServer, other pid: Int32) throws {
+        try eventually("a new connection is served by a new worker", timeout: 15) {
             let fresh = try RawHTTPClient(port: server.httpPort)
             defer { fresh.close() }
-            let now = try XCTUnwrap(WhoAmI.parseTCP(try fresh.get("/whoami").text))
-            return now.pid != before.pid
+            return try XCTUnwrap(WhoAmI.parseTCP(try fresh.get("/whoami").text)).pid != pid
         }
-        assertMasterAndManagerUnchanged(server)
     }
 
     private func threadNames(_ pid: pid_t) -> [String] {
