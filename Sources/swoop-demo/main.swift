@@ -257,6 +257,10 @@ enum LineCommands {
     static let neverSet = Atomic<Bool>(false)
 
     static func handle(_ server: Server, _ connection: ConnectionID, _ reactorId: Int, _ data: ByteBuffer) async throws {
+        if let reply = quickReply(data) {
+            try server.send(connection, reply)
+            return
+        }
         // Trimmed as bytes: in a Swift String "\r\n" is one Character, so a suffix test for
         // "\n" would miss it.
         var bytes = data.readableBytesView[...]
@@ -337,6 +341,21 @@ enum LineCommands {
         default:
             try server.send(connection, "error unknown command\n")
         }
+    }
+
+    private static let pong = ByteBuffer(string: "pong\n")
+
+    /// `ping` and `echo TEXT`, the commands a load test sends, answered from the packet's
+    /// bytes without making a String (the echo is a slice of the packet). A line ending in
+    /// "\r\n", or anything else, takes the general path.
+    static func quickReply(_ data: ByteBuffer) -> ByteBuffer? {
+        let bytes = data.readableBytesView
+        guard bytes.last == UInt8(ascii: "\n"), bytes.dropLast().last != UInt8(ascii: "\r") else { return nil }
+        if bytes.count > 6, bytes.starts(with: "echo ".utf8) {
+            return data.getSlice(at: data.readerIndex + 5, length: data.readableBytes - 5)
+        }
+        if bytes.elementsEqual("ping\n".utf8) { return pong }
+        return nil
     }
 
     private static func split(_ text: String) -> (String, String) {

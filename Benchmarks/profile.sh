@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Benchmarks/profile.sh — instructions per request, per process, under callgrind.
+#
+#   bash Benchmarks/profile.sh                 # both modes, echo
+#   MODES=base REQUESTS_S=3 bash Benchmarks/profile.sh
+#
+# Callgrind counts instructions, not seconds: the figures repeat for the same binary and
+# load whatever else the machine does, which makes them the yardstick for changes to the
+# hot path (run.sh's throughput on a shared machine is too noisy for a 10 % change).
+# It runs the release swoop-demo (stripped of DWARF, which valgrind 3.19 cannot read)
+# under callgrind with every child traced, zeroes the counters once the server is ready,
+# drives it with swoop-load (8 connections), dumps, and prints for each process its
+# instructions per request and its top functions. Servers are stopped by pid.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+MODES="${MODES:-base process}"
+REQUESTS_S="${REQUESTS_S:-4}"
+TOP="${TOP:-12}"
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+
+if [[ "${BUILD:-1}" == 1 ]]; then
+    (cd "$root" && swift build -c release --product swoop-demo >/dev/null)
+    (cd "$here" && swift build -c release --product swoop-load >/dev/null)
+fi
+work="$(mktemp -d /tmp/swoop-profile.XXXXXX)"
+master=""
+cleanup() {
+    if [[ -n "$master" ]]; then
+        kill -TERM "$master" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$master" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$master" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+cp "$root/.build/release/swoop-demo" "$work/swoop-demo"
+strip --strip-debug "$work/swoop-demo"
+
+for mode in $MODES; do
+    rm -f "$work"/cg.* "$work/out"
+    setsid valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/cg.%p" \
+        "$work/swoop-demo" --mode "$mode" --worker-num 1 --reactor-num 1 --port 0 >"$work/out" 2>"$work/err" &
+    for _ in $(seq 1 300); do grep -q ready "$work/out" 2>/dev/null && break; sleep 0.2; done
+    master="$(grep -o 'master=[0-9]*' "$work/out" | cut -d= -f2)"
+    port="$(grep -o ' port=[0-9]*' "$work/out" | cut -d= -f2)"
+    sleep 1
+    callgrind_control -z >/dev/null 2>&1 || true
+    load="$("$here/.build/release/swoop-load" --port "$port" --connections 8 --duration "$REQUESTS_S" --warmup 0 2>/dev/null)"
+    requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$load")"
+    # The counts since the zeroing are written when each process exits (its stop adds a
+    # little, the same for every run).
+    cleanup
+    master=""
+    sleep 1
+    echo "## $mode mode: $requests echo requests ($load)"
+    for file in "$work"/cg.*; do
+        pid="${file##*cg.}"
+        [[ "$pid" =~ ^[0-9]+$ ]] || continue
+        # The role as the log lines name it ("[worker 0 pid=123]"); under valgrind the
+        # process titles are not the program's.
+        title="$(grep -o "\[[a-z ]*[0-9]* *pid=$pid\]" "$work/err" | head -1 | tr -d '[]' || true)"
+        total="$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')"
+        [[ -n "$total" && "$requests" -gt 0 && "$total" -gt $(( requests * 100 )) ]] || continue
+        printf '\n%s: %s instructions per request\n' "${title:-pid $pid}" "$(( total / requests ))"
+        callgrind_annotate --inclusive=no "$file" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | sed -n "2,$((TOP + 1))p" |
+            sed 's/\[[^]]*\]//; s/???://' | cut -c1-150
+    done
+    echo
+done
