@@ -108,4 +108,35 @@ final class IPCCodecTests: XCTestCase {
         short.writeInteger(UInt16(1))
         XCTAssertThrowsError(try IPCCodec.decode(&short, maxFrameLength: 1024))
     }
+
+    // MARK: Found by fuzzing (Fuzz/, target ipc-codec)
+
+    /// A decoded message must survive being encoded again (the master relays frames). An
+    /// address of 255 bytes that are not UTF-8 was repaired on decoding into 765 bytes of
+    /// U+FFFD, which re-encoding cut back to 255, so the message changed in transit. Such an
+    /// address is malformed now.
+    func testAnAddressThatIsNotUTF8IsMalformed() {
+        var frame = ByteBuffer()
+        frame.writeInteger(UInt32(265))  // tag, listener, address length, address, port, "data"
+        frame.writeInteger(UInt8(5))  // packet
+        frame.writeInteger(UInt16(1))
+        frame.writeInteger(UInt8(255))
+        frame.writeBytes([UInt8](repeating: 0xFF, count: 255))
+        frame.writeInteger(UInt16(53))
+        frame.writeString("data")
+        XCTAssertThrowsError(try IPCCodec.decode(&frame, maxFrameLength: 1024)) { error in
+            XCTAssertEqual(error as? IPCCodec.DecodeError, .malformed("address is not UTF-8"))
+        }
+    }
+
+    /// The encoder cut an address longer than 255 bytes in the middle of a character, writing
+    /// a frame that was not valid UTF-8; it cuts at a character boundary now.
+    func testAnOverlongAddressIsCutAtACharacterBoundary() throws {
+        let address = String(repeating: "a", count: 254) + "é" + "bc"  // "é" is bytes 254 and 255
+        var buffer = ByteBuffer()
+        IPCCodec.encode(.sendTo(listener: 0, address: address, port: 1, data: ByteBuffer(string: "x")), into: &buffer)
+        let decoded = try IPCCodec.decode(&buffer, maxFrameLength: 1024)
+        XCTAssertEqual(decoded, .sendTo(listener: 0, address: String(repeating: "a", count: 254), port: 1,
+                                        data: ByteBuffer(string: "x")))
+    }
 }

@@ -427,17 +427,28 @@ enum IPCCodec {
         return headers
     }
 
+    /// An address takes at most 255 bytes (its length is one byte). A longer one, which no IP
+    /// address is, is cut at a character boundary, so the frame still holds valid UTF-8.
     private static func writeAddress(_ address: String, _ port: Int, into buffer: inout ByteBuffer) {
-        let bytes = Array(address.utf8.prefix(255))
+        var bytes = Array(address.utf8)
+        if bytes.count > 255 {
+            var end = 255
+            while end > 0 && bytes[end] & 0xC0 == 0x80 { end -= 1 }  // a continuation byte: the character began before
+            bytes.removeSubrange(end...)
+        }
         buffer.writeInteger(UInt8(bytes.count))
         buffer.writeBytes(bytes)
         buffer.writeInteger(UInt16(truncatingIfNeeded: port))
     }
 
+    /// Invalid UTF-8 is refused rather than repaired: a repaired address could be longer than
+    /// the 255 bytes its length byte allows, and would then not survive being sent on.
     private static func readAddress(_ frame: inout ByteBuffer) throws -> (String, Int) {
         guard let count = frame.readInteger(as: UInt8.self),
-              let address = frame.readString(length: Int(count)),
+              let raw = frame.readSlice(length: Int(count)),
               let port = frame.readInteger(as: UInt16.self) else { throw DecodeError.malformed("address") }
+        let address = String(decoding: raw.readableBytesView, as: UTF8.self)
+        guard address.utf8.elementsEqual(raw.readableBytesView) else { throw DecodeError.malformed("address is not UTF-8") }
         return (address, Int(port))
     }
 }

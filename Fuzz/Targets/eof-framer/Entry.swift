@@ -1,0 +1,14 @@
+// libFuzzer entry point for EOFFramer; see Harness/ in SwoopFuzzKit.
+import SwoopFuzzKit
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    FramerFuzz.eofFramer(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+
+@_cdecl("LLVMFuzzerInitialize")
+public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
+    FuzzSeeds.writeIfAsked("eof-framer")
+    return 0
+}

@@ -1,0 +1,14 @@
+// libFuzzer entry point for LengthFieldFramer; see Harness/ in SwoopFuzzKit.
+import SwoopFuzzKit
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    FramerFuzz.lengthFieldFramer(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+
+@_cdecl("LLVMFuzzerInitialize")
+public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
+    FuzzSeeds.writeIfAsked("length-framer")
+    return 0
+}
