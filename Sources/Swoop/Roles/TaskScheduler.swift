@@ -37,15 +37,18 @@ final class TaskScheduler: @unchecked Sendable {
     /// A worker asked for a task to be run.
     func submit(id: UInt64, from source: WorkerEndpoint, target: Int, data: ByteBuffer) {
         let task = Pending(id: id, source: source, target: target, data: data)
-        // Sends happen under the lock: a task worker that is being retired must not get a
-        // task after the acknowledgement that promised it none.
+        // Sends are queued on the task worker's loop under the lock: a task worker that is
+        // being retired must not get a task after the acknowledgement that promised it none
+        // (queued on the same loop once the lock is free). They are written there, never
+        // inline: a write that fails closes the channel at once, and its close handler
+        // takes this lock again.
         lock.withLock {
             guard let worker = pick(for: target) else {
                 queue.append(task)
                 return
             }
             inHand[ObjectIdentifier(worker), default: [:]][id] = task
-            worker.send(.task(id: id, source: source.workerId, target: target, data: data))
+            worker.sendFromLoop(.task(id: id, source: source.workerId, target: target, data: data))
         }
     }
 
@@ -102,7 +105,7 @@ final class TaskScheduler: @unchecked Sendable {
                   let index = queue.firstIndex(where: { $0.target < 0 || $0.target == worker.workerId }) {
                 let task = queue.remove(at: index)
                 inHand[ObjectIdentifier(worker), default: [:]][task.id] = task
-                worker.send(.task(id: task.id, source: task.source.workerId, target: task.target, data: task.data))
+                worker.sendFromLoop(.task(id: task.id, source: task.source.workerId, target: task.target, data: task.data))
             }
         }
     }

@@ -110,6 +110,16 @@ final class WorkerEndpoint: @unchecked Sendable {
         channel.writeAndFlush(frame, promise: nil)
     }
 
+    /// Sends from the channel's loop, in a later turn even when called on it: for callers
+    /// that hold a lock which the channel's close handler takes (a failed write closes the
+    /// channel inline).
+    func sendFromLoop(_ message: IPCMessage) {
+        var frame = channel.allocator.buffer(capacity: 32 + message.payloadSize)
+        IPCCodec.encode(message, into: &frame)
+        let channel = self.channel
+        channel.eventLoop.execute { [frame] in channel.writeAndFlush(frame, promise: nil) }
+    }
+
     func send(_ message: IPCMessage) {
         var frame = channel.allocator.buffer(capacity: 32 + message.payloadSize)
         IPCCodec.encode(message, into: &frame)
