@@ -121,6 +121,13 @@ final class Reactor: @unchecked Sendable {
     private var heartbeat: RepeatedTask?
     /// Base mode: the worker in this process, which gets every event directly.
     var local: ((IPCMessage) -> Void)?
+    /// Frames for workers written during this loop turn, sent together at its end: one hop
+    /// to each worker link's loop per turn rather than one per packet.
+    private var outbox: [(endpoint: WorkerEndpoint, frames: [ByteBuffer])] = []
+    private var outboxScheduled = false
+    /// While a batch of replies is applied: the connections written to and not flushed.
+    private var batching = false
+    private var unflushed: [ClientConnection] = []
 
     init(id: Int, loop: EventLoop, core: ReactorHost) {
         self.id = id
@@ -178,7 +185,13 @@ final class Reactor: @unchecked Sendable {
     func deliver(_ connection: UInt64, _ data: ByteBuffer) {
         guard let client = connections[connection] else { return }
         core.stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
-        if client.reading {
+        if batching {
+            client.channel.write(data, promise: nil)
+            if !client.unflushed {
+                client.unflushed = true
+                unflushed.append(client)
+            }
+        } else if client.reading {
             // Answered while its own bytes are being read (base mode, a handler that did not
             // suspend): one flush for the whole read batch, in channelReadComplete.
             client.channel.write(data, promise: nil)
@@ -200,6 +213,19 @@ final class Reactor: @unchecked Sendable {
         } else {
             client.channel.close(promise: nil)
         }
+    }
+
+    /// Carries out a batch of workers' instructions (read from one IPC link in one go), with
+    /// one flush per connection at the end.
+    func apply(batch: [IPCMessage]) {
+        batching = true
+        for message in batch { apply(message) }
+        batching = false
+        for client in unflushed {
+            client.unflushed = false
+            client.channel.flush()
+        }
+        unflushed.removeAll(keepingCapacity: true)
     }
 
     /// Carries out a worker's instruction for one of this reactor's connections: a reply,
@@ -305,7 +331,7 @@ final class Reactor: @unchecked Sendable {
         IPCCodec.encode(message, into: &frame)
         if let endpoint = workers[slot] {
             if isRequest { endpoint.began(connection) }
-            endpoint.write(frame)
+            post(frame, to: endpoint)
             return endpoint
         }
         // No worker in this slot right now: hold the frame until its replacement arrives,
@@ -320,8 +346,33 @@ final class Reactor: @unchecked Sendable {
         return nil
     }
 
+    private func post(_ frame: ByteBuffer, to endpoint: WorkerEndpoint) {
+        if let index = outbox.firstIndex(where: { $0.endpoint === endpoint }) {
+            outbox[index].frames.append(frame)
+        } else {
+            outbox.append((endpoint, [frame]))
+        }
+        if !outboxScheduled {
+            outboxScheduled = true
+            // A task runs after this turn's I/O: every packet read in it is in the outbox.
+            loop.execute { self.flushOutbox() }
+        }
+    }
+
+    private func flushOutbox() {
+        outboxScheduled = false
+        guard !outbox.isEmpty else { return }
+        let batches = outbox
+        outbox.removeAll(keepingCapacity: true)
+        for (endpoint, frames) in batches { endpoint.write(frames) }
+    }
+
     /// Takes a new table of event workers from the registry and flushes what waited for them.
     func publish(_ table: [WorkerEndpoint?]) {
+        // What was dispatched under the old table goes out first: a retired worker's
+        // acknowledgement, sent once every reactor has applied the new table, must follow
+        // every frame it was given.
+        flushOutbox()
         workers = table
         for slot in waiting.indices where !waiting[slot].isEmpty {
             guard let endpoint = workers[slot] else { continue }

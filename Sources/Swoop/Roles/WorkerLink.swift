@@ -106,6 +106,16 @@ final class WorkerEndpoint: @unchecked Sendable {
         for promise in waiting { promise.succeed(ByteBuffer()) }
     }
 
+    /// Writes several frames with one flush, from the link's loop.
+    func write(_ frames: [ByteBuffer]) {
+        let channel = self.channel
+        let writeAll = {
+            for frame in frames { channel.write(frame, promise: nil) }
+            channel.flush()
+        }
+        if channel.eventLoop.inEventLoop { writeAll() } else { channel.eventLoop.execute(writeAll) }
+    }
+
     func write(_ frame: ByteBuffer) {
         channel.writeAndFlush(frame, promise: nil)
     }
@@ -135,6 +145,9 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
     unowned let core: MasterCore
     private var endpoint: WorkerEndpoint?
     private var isManager = false
+    /// Process mode: the replies of this read batch, by reactor, handed over at its end.
+    private var replies: [[IPCMessage]] = []
+    private var hasReplies = false
 
     init(core: MasterCore) { self.core = core }
 
@@ -178,7 +191,13 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         switch message {
         case .send(let connection, _), .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
              .httpSendfile(let connection, _, _, _, _, _, _, _, _), .closeConnection(let connection, _):
-            core.routeToConnection(connection, message)
+            if core.isBase {
+                core.routeToConnection(connection, message)
+            } else {
+                if replies.isEmpty { replies = Array(repeating: [], count: core.reactors.count) }
+                replies[Int(connection % UInt64(core.reactors.count))].append(message)
+                hasReplies = true
+            }
         case let .sendTo(listener, address, port, data):
             core.sendDatagram(listener: listener, address: address, port: port, data: data)
         case let .done(connections):
@@ -205,12 +224,29 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        handOverReplies()
+        context.fireChannelReadComplete()
+    }
+
+    private func handOverReplies() {
+        guard hasReplies else { return }
+        hasReplies = false
+        for index in replies.indices where !replies[index].isEmpty {
+            let batch = replies[index]
+            replies[index].removeAll(keepingCapacity: true)
+            core.reactors[index].onLoop { $0.apply(batch: batch) }
+        }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         core.linkOpened(context.channel)
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // The last replies of a worker that exited go out before its clients are told.
+        handOverReplies()
         core.linkClosed(context.channel)
         if let endpoint { core.unregister(endpoint) }
         if isManager { core.managerLinkLost() }
