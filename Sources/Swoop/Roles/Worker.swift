@@ -520,8 +520,10 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         guard !stopRequested else { return }
         stopRequested = true
         logger.debug("worker \(server.context.workerId) stopping (\(reason))")
-        // Base mode: no new connections; those open are closed once the handlers are done.
+        // Base mode: no new connections and no new requests; the open connections are
+        // closed once the handlers are done.
         local?.stopAccepting()
+        local?.stopReading()
         write(.stopping)
         flush()
         if running > 0 { handlers.workerExit?(server, server.context.workerId) }

@@ -98,6 +98,16 @@ final class WorkerReactor: @unchecked Sendable {
         acceptor = nil
     }
 
+    /// Reads no more requests from the open connections: a stopping worker finishes those it
+    /// holds and then closes them, rather than take new ones (under steady load it would
+    /// otherwise never be idle, and would wait out maxWaitTime).
+    func stopReading() {
+        loop.assertInEventLoop()
+        for connection in reactor.connections.values {
+            connection.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
     /// Closes every connection once what was written to it has gone out (or `within` has
     /// passed), and completes when they are closed.
     func closeConnections(within limit: TimeAmount) -> EventLoopFuture<Void> {
