@@ -8,7 +8,7 @@
 # load whatever else the machine does, which makes them the yardstick for changes to the
 # hot path (run.sh's throughput on a shared machine is too noisy for a 10 % change).
 # It runs the release swoop-demo (stripped of DWARF, which valgrind 3.19 cannot read)
-# under callgrind with every child traced, zeroes the counters once the server is ready,
+# under callgrind with every child traced, starts counting once the server is ready,
 # drives it with swoop-load (8 connections), dumps, and prints for each process its
 # instructions per request and its top functions. Servers are stopped by pid.
 set -euo pipefail
@@ -38,13 +38,13 @@ strip --strip-debug "$work/swoop-demo"
 
 for mode in $MODES; do
     rm -f "$work"/cg.* "$work/out"
-    setsid valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/cg.%p" \
+    setsid valgrind --tool=callgrind --trace-children=yes --instr-atstart=no --callgrind-out-file="$work/cg.%p" \
         "$work/swoop-demo" --mode "$mode" --worker-num 1 --reactor-num 1 --port 0 >"$work/out" 2>"$work/err" &
     for _ in $(seq 1 300); do grep -q ready "$work/out" 2>/dev/null && break; sleep 0.2; done
     master="$(grep -o 'master=[0-9]*' "$work/out" | cut -d= -f2)"
     port="$(grep -o ' port=[0-9]*' "$work/out" | cut -d= -f2)"
     sleep 1
-    callgrind_control -z >/dev/null 2>&1 || true
+    callgrind_control -i on >/dev/null 2>&1 || true
     load="$("$here/.build/release/swoop-load" --port "$port" --connections 8 --duration "$REQUESTS_S" --warmup 0 2>/dev/null)"
     requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$load")"
     # The counts since the zeroing are written when each process exits (its stop adds a
