@@ -37,7 +37,10 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     /// The number of the request now in hand; answers for another one are late and dropped.
     private var sequence: UInt32 = 0
-    private var timer: Scheduled<Void>?
+    /// The one timeout running (head, body, response, keep-alive): checked by the reactor's
+    /// sweep rather than scheduled on the loop, because arming and cancelling a scheduled
+    /// task for every request cost more than the rest of the request's handling.
+    private(set) var timer: (deadline: NIODeadline, body: (HTTPSession) -> Void)?
     /// A file region is being sent. NIO counts its bytes as pending output, so the
     /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
     private(set) var sendingFile = false
@@ -73,13 +76,13 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer = nil
         state = .closing
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer = nil
         self.context = nil
     }
 
@@ -103,7 +106,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         connection.touched()
         switch (unwrapInboundIn(data), state) {
         case (.head(let head), .idle):
-            timer?.cancel()
+            timer = nil
             headsSeen &+= 1
             let headerBytes = head.headers.reduce(head.uri.utf8.count) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
             if headerBytes > HTTPSession.maxHeaderBytes {
@@ -140,7 +143,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             body.writeBuffer(&part)
             state = .reading(head, body: body)
         case (.end, .reading(let head, let body)):
-            timer?.cancel()
+            timer = nil
             if offerToStaticHandler(head) { return }
             sequence &+= 1
             state = .waiting(head)
@@ -208,7 +211,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
-        timer?.cancel()
+        timer = nil
         var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
         let status = HTTPResponseStatus(statusCode: status)
         var close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"
@@ -250,7 +253,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
-        timer?.cancel()
+        timer = nil
         var file: NIOFileHandle?
         if request.method != .HEAD && length > 0 {
             // The file the worker looked at, still long enough; a file replaced or cut short
@@ -343,7 +346,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// request in hand, and goes on to the next request, or closes when the request asked so.
     func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: HTTPRequestHead) {
         guard let context else { return }
-        timer?.cancel()
+        timer = nil
         var fields = headers
         fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         let close = !request.isKeepAlive || fields.first(name: "Connection")?.lowercased() == "close"
@@ -356,7 +359,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// body cannot be told apart from the next request.
     private func reject(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, reason: String) {
         guard let context else { return }
-        timer?.cancel()
+        timer = nil
         connection.reactor.core.logger.info("connection \(connection.id): \(reason); answering \(status.code) and closing")
         let text = "\(status.code) \(status.reasonPhrase)\n"
         let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count)),
@@ -440,13 +443,15 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func armTimer(_ seconds: Double, _ body: @escaping (HTTPSession) -> Void) {
-        timer?.cancel()
-        guard let context else { return }
-        let bound = NIOLoopBound((self, body), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
-            let (session, body) = bound.value
-            body(session)
-        }
+        timer = (.now() + .milliseconds(Int64(seconds * 1000)), body)
+        connection.reactor.sweepHTTPTimers()
+    }
+
+    /// Runs the timeout if it is due (the reactor's sweep).
+    func fireTimer(now: NIODeadline) {
+        guard let (deadline, body) = timer, deadline <= now else { return }
+        timer = nil
+        body(self)
     }
 }
 

@@ -119,6 +119,7 @@ final class Reactor: @unchecked Sendable {
     private var waitingBytes = 0
     private var roundRobin = 0
     private var heartbeat: RepeatedTask?
+    private var httpSweep: RepeatedTask?
     /// Base mode: the worker in this process, which gets every event directly.
     var local: ((IPCMessage) -> Void)?
     /// Frames for workers written during this loop turn, sent together at its end: one hop
@@ -406,7 +407,24 @@ final class Reactor: @unchecked Sendable {
         }
     }
 
-    func stopHeartbeat() { heartbeat?.cancel() }
+    func stopHeartbeat() {
+        heartbeat?.cancel()
+        httpSweep?.cancel()
+    }
+
+    /// Checks the HTTP connections' timeouts every 50 ms, from the first one armed on. One
+    /// repeated task per reactor instead of one scheduled task per request and timeout.
+    func sweepHTTPTimers() {
+        guard httpSweep == nil else { return }
+        httpSweep = loop.scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) { [unowned self] _ in
+            let now = NIODeadline.now()
+            let due = connections.values.compactMap { connection -> HTTPSession? in
+                guard let session = connection.http, let timer = session.timer, timer.deadline <= now else { return nil }
+                return session
+            }
+            for session in due { session.fireTimer(now: now) }
+        }
+    }
 
     func closeAll() {
         for connection in connections.values { connection.channel.close(promise: nil) }
