@@ -28,9 +28,12 @@ import NIOHTTPCompression
 public enum HTTPFuzz {
     /// One master for the whole fuzz run: building one starts a reactor thread.
     private final class Fixture: @unchecked Sendable {
-        let core: MasterCore
+        /// One loop for the reactor, the worker link and every client channel: the reactor's
+        /// deferred work (its per-turn outbox, its timeout sweep) runs when the harness runs
+        /// the loop or advances its clock, on this thread.
+        let loop = EmbeddedEventLoop()
         let reactor: Reactor
-        let workerLink = EmbeddedChannel()
+        let workerLink: EmbeddedChannel
         let endpoint: WorkerEndpoint
         let documentRoot: String
         let realRoot: String
@@ -41,9 +44,10 @@ public enum HTTPFuzz {
             settings.reactorNum = 1
             settings.workerNum = 1
             let logger = Logger(label: "swoop-fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
-            core = MasterCore(settings: settings, listeners: [ListenerConfig(host: "127.0.0.1", port: 0, type: .tcp)],
-                              logger: logger, token: 1, events: NoEvents())
-            reactor = core.reactors[0]
+            let host = ReactorHost(settings: settings, listeners: [ListenerConfig(host: "127.0.0.1", port: 0, type: .tcp)],
+                                   logger: logger)
+            reactor = Reactor(id: 0, loop: loop, core: host)
+            workerLink = EmbeddedChannel(loop: loop)
             endpoint = WorkerEndpoint(role: .worker, workerId: 0, generation: 1, pid: 1, channel: workerLink)
             reactor.publish([endpoint])
             (documentRoot, realRoot) = Fixture.makeDocumentRoot()
@@ -69,13 +73,6 @@ public enum HTTPFuzz {
             let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: root)) ?? root
             return (root, URL(fileURLWithPath: real).resolvingSymlinksInPath().path)
         }
-    }
-
-    private final class NoEvents: MasterEvents, @unchecked Sendable {
-        func allWorkersReady() {}
-        func managerLinkLost() {}
-        func reload(taskWorkersOnly: Bool) {}
-        func shutdown() {}
     }
 
     nonisolated(unsafe) private static var fixture: Fixture?
@@ -132,7 +129,7 @@ public enum HTTPFuzz {
         let halfClose = options & 32 != 0
 
         // The pipeline of Master.adopt for an HTTP listener.
-        let channel = EmbeddedChannel()
+        let channel = EmbeddedChannel(loop: fixture.loop)
         _ = try? channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).wait()
         let socketSide = SocketSide(realRoot: fixture.realRoot)
         let client: ClientConnection
@@ -215,6 +212,7 @@ public enum HTTPFuzz {
 
         /// Takes in the frames written so far.
         mutating func collect(fixture: Fixture) {
+            fixture.loop.run()
             while let frame = try? fixture.workerLink.readOutbound(as: ByteBuffer.self) {
                 var frame = frame
                 let message: IPCMessage?
