@@ -165,17 +165,11 @@ class HardeningTests: SwoopTestCase {
     }
 
     private func residentKiB(_ pid: pid_t) throws -> Int {
-        let status = String(decoding: try XCTUnwrap(ProcFS.readFile("/proc/\(pid)/status")), as: UTF8.self)
-        let line = try XCTUnwrap(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+        let value = try XCTUnwrap(ProcFS.statusField(pid, "VmRSS:"), "no VmRSS for \(pid)")
+        return Int(value.split(separator: " ").first ?? "") ?? 0
     }
 
-    /// User plus system CPU time of a process, from /proc/<pid>/stat.
     private func cpuSeconds(_ pid: pid_t) throws -> Double {
-        let text = String(decoding: try XCTUnwrap(ProcFS.readFile("/proc/\(pid)/stat")), as: UTF8.self)
-        let fields = text[text.index(after: try XCTUnwrap(text.lastIndex(of: ")")))...].split(separator: " ")
-        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
-        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
-        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+        try XCTUnwrap(ProcFS.cpuSeconds(pid), "no /proc/\(pid)/stat")
     }
 }

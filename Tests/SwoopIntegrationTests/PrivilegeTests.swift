@@ -75,9 +75,7 @@ final class PrivilegeTests: SwoopTestCase {
     }
 
     private func statusLine(_ pid: pid_t, _ key: String) throws -> String {
-        let status = String(decoding: try XCTUnwrap(ProcFS.readFile("/proc/\(pid)/status")), as: UTF8.self)
-        let line = try XCTUnwrap(status.split(separator: "\n").first { $0.hasPrefix(key) })
-        return String(line.dropFirst(key.count)).trimmingCharacters(in: .whitespaces)
+        try XCTUnwrap(ProcFS.statusField(pid, key), "no \(key) for \(pid)")
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// The role a process announces when it connects to the master.
@@ -14,9 +15,22 @@ enum ProcessRole: UInt8, Sendable, CustomStringConvertible {
     }
 }
 
-/// Requests a worker makes of the master, answered with ``IPCMessage/response``.
+/// Requests a worker makes of the master (and, in base mode, the master of a worker),
+/// answered with ``IPCMessage/response``.
 enum MasterQuery: UInt8, Sendable {
     case stats = 1, exists, clientInfo, connections, reload, reloadTaskWorkers, shutdown
+
+    /// An answer's body: JSON, or empty for none (a closed connection, a worker gone).
+    static func encode<T: Encodable>(_ value: T?) -> ByteBuffer {
+        guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
+        return ByteBuffer(bytes: data)
+    }
+
+    /// An answer's value; nil when it is empty.
+    static func decode<T: Decodable>(_ type: T.Type, from answer: ByteBuffer) throws -> T? {
+        if answer.readableBytes == 0 { return nil }
+        return try JSONDecoder().decode(T.self, from: Data(answer.readableBytesView))
+    }
 }
 
 /// Everything the processes of one server say to each other.

@@ -361,7 +361,7 @@ final class MasterCore: @unchecked Sendable {
             switch query {
             case .exists, .clientInfo:
                 guard let owner = lock.withLock({ owners[Int(argument >> 32)] }) else {
-                    return loop.makeSucceededFuture(query == .exists ? MasterCore.json(false) : ByteBuffer())
+                    return loop.makeSucceededFuture(query == .exists ? MasterQuery.encode(false) : ByteBuffer())
                 }
                 return owner.ask(query, argument)
             case .connections:
@@ -369,9 +369,9 @@ final class MasterCore: @unchecked Sendable {
                 return EventLoopFuture.whenAllComplete(lists, on: loop).map { results in
                     let ids = results.flatMap { result -> [UInt64] in
                         guard case .success(let data) = result else { return [] }
-                        return (try? JSONDecoder().decode([UInt64].self, from: Data(data.readableBytesView))) ?? []
+                        return ((try? MasterQuery.decode([UInt64].self, from: data)) ?? nil) ?? []
                     }
-                    return MasterCore.json(ids.sorted())
+                    return MasterQuery.encode(ids.sorted())
                 }
             default:
                 break
@@ -379,16 +379,16 @@ final class MasterCore: @unchecked Sendable {
         }
         switch query {
         case .stats:
-            return freshStats().map { MasterCore.json($0) }
+            return freshStats().map { MasterQuery.encode($0) }
         case .exists:
             let reactor = reactor(of: argument)
-            return reactor.loop.submit { MasterCore.json(reactor.connections[argument] != nil) }
+            return reactor.loop.submit { MasterQuery.encode(reactor.connections[argument] != nil) }
         case .clientInfo:
             let reactor = reactor(of: argument)
-            return reactor.loop.submit { MasterCore.json(reactor.connections[argument]?.info()) }
+            return reactor.loop.submit { MasterQuery.encode(reactor.connections[argument]?.info()) }
         case .connections:
             let lists = reactors.map { reactor in reactor.loop.submit { Array(reactor.connections.keys) } }
-            return EventLoopFuture.whenAllSucceed(lists, on: loop).map { MasterCore.json($0.flatMap { $0 }.sorted()) }
+            return EventLoopFuture.whenAllSucceed(lists, on: loop).map { MasterQuery.encode($0.flatMap { $0 }.sorted()) }
         case .reload, .reloadTaskWorkers:
             events.reload(taskWorkersOnly: query == .reloadTaskWorkers)
             return loop.makeSucceededFuture(ByteBuffer())
@@ -398,10 +398,6 @@ final class MasterCore: @unchecked Sendable {
         }
     }
 
-    private static func json<T: Encodable & Sendable>(_ value: T?) -> ByteBuffer {
-        guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
-        return ByteBuffer(bytes: data)
-    }
 
     /// The counters now: in base mode, after asking every worker for its own.
     func freshStats() -> EventLoopFuture<ServerStats> {
@@ -409,7 +405,7 @@ final class MasterCore: @unchecked Sendable {
         guard isBase else { return loop.makeSucceededFuture(statsSnapshot()) }
         let answers = liveWorkers.map { worker in
             worker.ask(.stats, 0).map { data in
-                (worker.generation, try? JSONDecoder().decode(ConnectionCounters.self, from: Data(data.readableBytesView)))
+                (worker.generation, (try? MasterQuery.decode(ConnectionCounters.self, from: data)) ?? nil)
             }
         }
         return EventLoopFuture.whenAllComplete(answers, on: loop).map { results in

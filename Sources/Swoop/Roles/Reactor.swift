@@ -186,20 +186,16 @@ final class Reactor: @unchecked Sendable {
     func deliver(_ connection: UInt64, _ data: ByteBuffer) {
         guard let client = connections[connection] else { return }
         core.stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
-        if batching {
-            client.channel.write(data, promise: nil)
-            if !client.unflushed {
-                client.unflushed = true
-                unflushed.append(client)
-            }
-        } else if client.reading {
-            // Answered while its own bytes are being read (base mode, a handler that did not
-            // suspend): one flush for the whole read batch, in channelReadComplete.
-            client.channel.write(data, promise: nil)
-            client.unflushed = true
-        } else {
+        guard batching || client.reading else {
             client.channel.writeAndFlush(data, promise: nil)
+            return
         }
+        // Inside a batch of replies (process mode) or while the client's own bytes are read
+        // (base mode, a handler that did not suspend): one flush at the batch's end, in
+        // apply(batch:) or in the connection's channelReadComplete.
+        client.channel.write(data, promise: nil)
+        if batching && !client.unflushed { unflushed.append(client) }
+        client.unflushed = true
     }
 
     func close(_ connection: UInt64, reset: Bool, reason: String? = nil) {
@@ -222,7 +218,7 @@ final class Reactor: @unchecked Sendable {
         batching = true
         for message in batch { apply(message) }
         batching = false
-        for client in unflushed {
+        for client in unflushed where client.unflushed {
             client.unflushed = false
             client.channel.flush()
         }

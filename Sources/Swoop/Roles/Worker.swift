@@ -223,8 +223,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             if !self.inReadBatch { self.flush() }
             return promise.futureResult
         }.get()
-        if answer.readableBytes == 0 { return nil }
-        return try JSONDecoder().decode(T.self, from: Data(answer.readableBytesView))
+        return try MasterQuery.decode(T.self, from: answer)
     }
 
     // MARK: Incoming

@@ -133,15 +133,11 @@ final class WorkerReactor: @unchecked Sendable {
 
     /// Answers the master's question about this worker's connections, as JSON.
     func answer(_ query: MasterQuery, _ argument: UInt64) -> ByteBuffer {
-        func json<T: Encodable>(_ value: T?) -> ByteBuffer {
-            guard let value, let data = try? JSONEncoder().encode(value) else { return ByteBuffer() }
-            return ByteBuffer(bytes: data)
-        }
         switch query {
-        case .stats: return json(stats.counters)
-        case .exists: return json(reactor.connections[argument] != nil)
-        case .clientInfo: return json(reactor.connections[argument]?.info())
-        case .connections: return json(Array(reactor.connections.keys))
+        case .stats: return MasterQuery.encode(stats.counters)
+        case .exists: return MasterQuery.encode(reactor.connections[argument] != nil)
+        case .clientInfo: return MasterQuery.encode(reactor.connections[argument]?.info())
+        case .connections: return MasterQuery.encode(Array(reactor.connections.keys))
         default: return ByteBuffer()
         }
     }

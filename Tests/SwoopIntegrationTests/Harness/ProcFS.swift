@@ -48,6 +48,24 @@ enum ProcFS {
 
     /// The title of `pid` from `/proc/<pid>/cmdline`, as the contract defines it:
     /// NUL separated arguments joined with spaces, trailing NULs/spaces trimmed.
+    /// The value of one line of `/proc/<pid>/status` (`VmRSS:`, `Uid:`…), trimmed.
+    static func statusField(_ pid: pid_t, _ key: String) -> String? {
+        guard let bytes = readFile("/proc/\(pid)/status") else { return nil }
+        let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix(key) }
+        return line.map { String($0.dropFirst(key.count)).trimmingCharacters(in: .whitespaces) }
+    }
+
+    /// User plus system CPU time of a process in seconds, from `/proc/<pid>/stat`.
+    static func cpuSeconds(_ pid: pid_t) -> Double? {
+        guard let bytes = readFile("/proc/\(pid)/stat") else { return nil }
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        // After the command, field 3 (state) comes first: utime is field 14, stime 15.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     static func title(_ pid: pid_t) -> String? {
         guard let bytes = readFile("/proc/\(pid)/cmdline") else { return nil }
         let spaced = bytes.map { $0 == 0 ? UInt8(ascii: " ") : $0 }
