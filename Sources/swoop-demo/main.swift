@@ -349,13 +349,22 @@ enum LineCommands {
     /// bytes without making a String (the echo is a slice of the packet). A line ending in
     /// "\r\n", or anything else, takes the general path.
     static func quickReply(_ data: ByteBuffer) -> ByteBuffer? {
-        let bytes = data.readableBytesView
-        guard bytes.last == UInt8(ascii: "\n"), bytes.dropLast().last != UInt8(ascii: "\r") else { return nil }
-        if bytes.count > 6, bytes.starts(with: "echo ".utf8) {
-            return data.getSlice(at: data.readerIndex + 5, length: data.readableBytes - 5)
+        // Compared as raw bytes: the generic `starts(with:)` over a ByteBufferView costs
+        // about a thousand instructions per packet.
+        let kind = data.withUnsafeReadableBytes { bytes -> Int in
+            let n = bytes.count
+            guard n >= 5, bytes[n - 1] == UInt8(ascii: "\n"), bytes[n - 2] != UInt8(ascii: "\r") else { return 0 }
+            if n > 6, bytes[0] == UInt8(ascii: "e"), bytes[1] == UInt8(ascii: "c"), bytes[2] == UInt8(ascii: "h"),
+               bytes[3] == UInt8(ascii: "o"), bytes[4] == UInt8(ascii: " ") { return 1 }
+            if n == 5, bytes[0] == UInt8(ascii: "p"), bytes[1] == UInt8(ascii: "i"), bytes[2] == UInt8(ascii: "n"),
+               bytes[3] == UInt8(ascii: "g") { return 2 }
+            return 0
         }
-        if bytes.elementsEqual("ping\n".utf8) { return pong }
-        return nil
+        switch kind {
+        case 1: return data.getSlice(at: data.readerIndex + 5, length: data.readableBytes - 5)
+        case 2: return pong
+        default: return nil
+        }
     }
 
     private static func split(_ text: String) -> (String, String) {

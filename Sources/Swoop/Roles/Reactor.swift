@@ -124,7 +124,7 @@ final class Reactor: @unchecked Sendable {
     var local: ((IPCMessage) -> Void)?
     /// Frames for workers written during this loop turn, sent together at its end: one hop
     /// to each worker link's loop per turn rather than one per packet.
-    private var outbox: [(endpoint: WorkerEndpoint, frames: [ByteBuffer])] = []
+    private var outbox: [(endpoint: WorkerEndpoint, frames: ByteBuffer)] = []
     private var outboxScheduled = false
     /// While a batch of replies is applied: the connections written to and not flushed.
     private var batching = false
@@ -324,15 +324,15 @@ final class Reactor: @unchecked Sendable {
             local(message)
             return nil
         }
-        var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
-        IPCCodec.encode(message, into: &frame)
         if let endpoint = workers[slot] {
             if isRequest { endpoint.began(connection) }
-            post(frame, to: endpoint)
+            post(message, to: endpoint)
             return endpoint
         }
         // No worker in this slot right now: hold the frame until its replacement arrives,
         // within a bound, so a crash loop cannot grow the master without limit.
+        var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
+        IPCCodec.encode(message, into: &frame)
         if waitingBytes + frame.readableBytes > core.maxWaitingBytes {
             core.logger.warning("no worker in slot \(slot) and the waiting queue is full; dropping a packet of connection \(connection)")
             if connection != 0 { close(connection, reset: false) }
@@ -343,11 +343,15 @@ final class Reactor: @unchecked Sendable {
         return nil
     }
 
-    private func post(_ frame: ByteBuffer, to endpoint: WorkerEndpoint) {
+    /// Encodes a frame for a worker into this turn's buffer for it, written when the turn's
+    /// I/O is done: one buffer and one write per worker per turn.
+    private func post(_ message: IPCMessage, to endpoint: WorkerEndpoint) {
         if let index = outbox.firstIndex(where: { $0.endpoint === endpoint }) {
-            outbox[index].frames.append(frame)
+            IPCCodec.encode(message, into: &outbox[index].frames)
         } else {
-            outbox.append((endpoint, [frame]))
+            var frames = ByteBufferAllocator().buffer(capacity: max(1024, 32 + message.payloadSize))
+            IPCCodec.encode(message, into: &frames)
+            outbox.append((endpoint, frames))
         }
         if !outboxScheduled {
             outboxScheduled = true

@@ -77,7 +77,17 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     /// Per connection: the events waiting while an async handler of that connection runs,
     /// so that a connection's events are handled one after another, in order.
     private var queues: [UInt64: CircularBuffer<IPCMessage>] = [:]
+    /// Connections whose async handler has suspended and not finished yet.
     private var busy: Set<UInt64> = []
+    /// The connection whose event is being handled inline (its handler has neither returned
+    /// nor suspended yet): its events arriving meanwhile wait too. Most handlers finish
+    /// inline, and then the connection never enters `busy`.
+    private var inlineConnection: UInt64?
+    /// The async handler being started by `run` right now, and whether it finished before
+    /// its first suspension (then the caller, not the task, completes it).
+    private var inlineRun = 0
+    private var inlineRunFinished = false
+    private var runCounter = 0
     /// Handlers running (sync ones count while they run; async ones until they finish).
     private var running = 0
     /// Requests finished but not yet reported to the master, by connection (0: UDP).
@@ -89,6 +99,9 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private var queries: [UInt32: EventLoopPromise<ByteBuffer>] = [:]
     private var inReadBatch = false
     private var needsFlush = false
+    /// Frames written since the last flush, encoded back to back: one buffer and one
+    /// socket write per flush rather than one of each per frame.
+    private var outgoing = ByteBuffer()
     /// Base mode: this worker's own listeners and connections.
     private var local: WorkerReactor?
 
@@ -192,10 +205,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
                 break
             }
         }
-        guard let channel else { return }
-        var buffer = channel.allocator.buffer(capacity: 64)
-        IPCCodec.encode(message, into: &buffer)
-        channel.write(buffer, promise: nil)
+        guard channel != nil else { return }
+        IPCCodec.encode(message, into: &outgoing)
         needsFlush = true
     }
 
@@ -203,12 +214,15 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         guard needsFlush, let channel else { return }
         needsFlush = false
         if !finished.isEmpty {
-            var buffer = channel.allocator.buffer(capacity: 16 + 8 * finished.count)
-            IPCCodec.encode(.done(connections: finished), into: &buffer)
-            channel.write(buffer, promise: nil)
+            IPCCodec.encode(.done(connections: finished), into: &outgoing)
             finished.removeAll(keepingCapacity: true)
         }
-        channel.flush()
+        guard outgoing.readableBytes > 0 else { return }
+        // Handed over whole; the next frames go into a new buffer (this one is NIO's until
+        // it is written), sized like the last batch.
+        let batch = outgoing
+        outgoing = channel.allocator.buffer(capacity: min(max(batch.readableBytes, 256), 64 * 1024))
+        channel.writeAndFlush(batch, promise: nil)
     }
 
     /// Asks the master a question and decodes its JSON answer.
@@ -237,17 +251,17 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private func handle(_ message: IPCMessage) {
         switch message {
         case .connect(let id, _, _), .receive(let id, _, _), .close(let id, _, _), .httpRequest(let id, _, _, _, _):
-            if busy.contains(id) {
+            if id == inlineConnection || (!busy.isEmpty && busy.contains(id)) {
                 queues[id, default: CircularBuffer()].append(message)
             } else {
                 handleConnectionEvent(id, message)
             }
         case let .packet(listener, address, port, data):
             let event = PacketEvent(data: data, client: ClientAddress(address: address, port: port, serverSocket: listener))
-            run(handlers.packet, event, isRequest: true, what: "onPacket", onFinish: {})
+            _ = run(handlers.packet, event, isRequest: true, what: "onPacket")
         case let .pipeMessage(from, _, data):
-            run(handlers.pipeMessage, PipeMessageEvent(from: from, data: data), isRequest: false,
-                what: "onPipeMessage", onFinish: {})
+            _ = run(handlers.pipeMessage, PipeMessageEvent(from: from, data: data), isRequest: false,
+                    what: "onPipeMessage")
         case let .response(id, data):
             queries.removeValue(forKey: id)?.succeed(data)
         case let .task(id, source, _, data):
@@ -287,24 +301,39 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         context.close(promise: nil)
     }
 
+    /// Handles one event of a connection whose previous events are all handled; the events
+    /// that arrive while its handler runs wait in `queues` and follow in order.
     private func handleConnectionEvent(_ id: UInt64, _ message: IPCMessage) {
-        let next = { [self] in
-            self.busy.remove(id)
-            if var queue = self.queues[id], let following = queue.popFirst() {
-                self.queues[id] = queue.isEmpty ? nil : queue
-                self.handleConnectionEvent(id, following)
-            } else {
-                self.queues[id] = nil
-            }
+        let outer = inlineConnection
+        inlineConnection = id
+        let suspended = startConnectionEvent(id, message)
+        inlineConnection = outer
+        if suspended {
+            busy.insert(id)
+        } else {
+            connectionEventDone(id)
         }
-        busy.insert(id)
+    }
+
+    /// The handler of a connection's event has finished: the next waiting event goes.
+    private func connectionEventDone(_ id: UInt64) {
+        if !queues.isEmpty, var queue = queues[id], let following = queue.popFirst() {
+            queues[id] = queue.isEmpty ? nil : queue
+            handleConnectionEvent(id, following)
+        }
+        if stopRequested { finishStopIfIdle() }
+    }
+
+    /// Runs the handler of a connection's event; true when it suspended (and will finish
+    /// in a later turn).
+    private func startConnectionEvent(_ id: UInt64, _ message: IPCMessage) -> Bool {
         switch message {
         case let .connect(id, reactor, _):
-            run(handlers.connect, ConnectEvent(connection: ConnectionID(id), reactorId: reactor),
-                isRequest: false, what: "onConnect", connection: id, onFinish: next)
+            return run(handlers.connect, ConnectEvent(connection: ConnectionID(id), reactorId: reactor),
+                       isRequest: false, what: "onConnect", connection: id, ordered: id)
         case let .receive(id, reactor, data):
-            run(handlers.receive, ReceiveEvent(connection: ConnectionID(id), reactorId: reactor, data: data),
-                isRequest: true, what: "onReceive", connection: id, onFinish: next)
+            return run(handlers.receive, ReceiveEvent(connection: ConnectionID(id), reactorId: reactor, data: data),
+                       isRequest: true, what: "onReceive", connection: id, ordered: id)
         case let .httpRequest(id, reactor, sequence, head, body):
             let request = Request(wire: head, body: body, connection: ConnectionID(id), reactorId: reactor)
             let response = Response(worker: self, connection: id, sequence: sequence,
@@ -313,52 +342,64 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
                 logger.error("an HTTP request arrived, but the server has no onRequest handler; answering 500")
                 response.fail()
                 if local == nil { finished.append(id) }
-                next()
-                return
+                return false
             }
-            run(handlers.request, RequestEvent(request: request, response: response),
-                isRequest: true, what: "onRequest", connection: id, onFinish: next)
+            return run(handlers.request, RequestEvent(request: request, response: response),
+                       isRequest: true, what: "onRequest", connection: id, ordered: id)
         case let .close(id, reactor, byServer):
-            run(handlers.close, ConnectEvent(connection: ConnectionID(id), reactorId: byServer ? -1 : reactor),
-                isRequest: false, what: "onClose", onFinish: next)
+            return run(handlers.close, ConnectEvent(connection: ConnectionID(id), reactorId: byServer ? -1 : reactor),
+                       isRequest: false, what: "onClose", ordered: id)
         default:
-            next()
+            return false
         }
     }
 
     /// Runs one handler: a sync one inline, an async one as a task that reports back to
-    /// the loop. A handler that throws closes the connection it was serving.
+    /// the loop. A handler that throws closes the connection it was serving. Returns true
+    /// when the handler suspended: it completes later, and then, for a connection's event
+    /// (`ordered`), lets the connection's next event go.
+    @discardableResult
     private func run<Event: Sendable>(_ callback: Callback<Event>?, _ event: Event, isRequest: Bool, what: String,
-                                      connection: UInt64? = nil, onFinish: @escaping () -> Void) {
+                                      connection: UInt64? = nil, ordered: UInt64? = nil) -> Bool {
         guard let callback else {
             if isRequest && local == nil { finished.append(connection ?? 0) }
-            onFinish()
-            return
+            if ordered == nil && stopRequested { finishStopIfIdle() }
+            return false
         }
         running += 1
         switch callback {
         case .sync(let body):
             do { try body(event) } catch { handlerFailed(what, connection, error) }
-            complete(isRequest: isRequest, connection: connection, onFinish)
+            complete(isRequest: isRequest, connection: connection, ordered: ordered, later: false)
+            return false
         case .async(let body):
             // Task.immediate runs the handler on this thread until it first suspends, so a
             // handler that does not await costs no thread hop; one that does resumes on this
             // worker's loop too (its executor preference).
-            let finish = NIOLoopBound(onFinish, eventLoop: loop)
+            runCounter &+= 1
+            let token = runCounter
+            let (outerRun, outerFinished) = (inlineRun, inlineRunFinished)
+            (inlineRun, inlineRunFinished) = (token, false)
             Task.immediate(executorPreference: executor) { [self] in
                 let failure: Error?
                 do { try await body(event); failure = nil } catch { failure = error }
                 let report: @Sendable () -> Void = { [self] in
+                    let inline = self.inlineRun == token
+                    if inline { self.inlineRunFinished = true }
                     if let failure { self.handlerFailed(what, connection, failure) }
-                    self.complete(isRequest: isRequest, connection: connection, finish.value)
+                    self.complete(isRequest: isRequest, connection: connection, ordered: ordered, later: !inline)
                     if !self.inReadBatch { self.flush() }
                 }
                 if loop.inEventLoop { report() } else { loop.execute(report) }
             }
+            let finished = inlineRunFinished
+            (inlineRun, inlineRunFinished) = (outerRun, outerFinished)
+            return !finished
         }
     }
 
-    private func complete(isRequest: Bool, connection: UInt64?, _ onFinish: () -> Void) {
+    /// A handler has returned. `later`: in a turn after the one that started it.
+    private func complete(isRequest: Bool, connection: UInt64?, ordered: UInt64?, later: Bool) {
         running -= 1
         if isRequest {
             // The master counts what a worker holds only when it dispatched it (process mode).
@@ -368,8 +409,15 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             }
             countServed()
         }
-        onFinish()
-        if stopRequested { finishStopIfIdle() }
+        if let ordered {
+            // A connection's event: who started it lets the next one go (at once, or now).
+            if later {
+                busy.remove(ordered)
+                connectionEventDone(ordered)
+            }
+        } else if stopRequested {
+            finishStopIfIdle()
+        }
     }
 
     private func handlerFailed(_ what: String, _ connection: UInt64?, _ error: Error) {
@@ -444,8 +492,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             timer?.cancel()
             promise.completeWith(result.mapError { $0 as Error })
         case .finish:
-            run(handlers.finish, FinishEvent(id: TaskID(id), result: result), isRequest: false, what: "onFinish",
-                onFinish: {})
+            _ = run(handlers.finish, FinishEvent(id: TaskID(id), result: result), isRequest: false, what: "onFinish")
         }
     }
 

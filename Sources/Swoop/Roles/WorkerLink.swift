@@ -106,18 +106,9 @@ final class WorkerEndpoint: @unchecked Sendable {
         for promise in waiting { promise.succeed(ByteBuffer()) }
     }
 
-    /// Writes several frames with one flush, from the link's loop.
-    func write(_ frames: [ByteBuffer]) {
-        let channel = self.channel
-        let writeAll = {
-            for frame in frames { channel.write(frame, promise: nil) }
-            channel.flush()
-        }
-        if channel.eventLoop.inEventLoop { writeAll() } else { channel.eventLoop.execute(writeAll) }
-    }
-
-    func write(_ frame: ByteBuffer) {
-        channel.writeAndFlush(frame, promise: nil)
+    /// Writes frames (one or several back to back) and flushes them.
+    func write(_ frames: ByteBuffer) {
+        channel.writeAndFlush(frames, promise: nil)
     }
 
     /// Sends from the channel's loop, in a later turn even when called on it: for callers
