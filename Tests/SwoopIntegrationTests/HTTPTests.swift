@@ -385,6 +385,42 @@ class HTTPTests: SwoopTestCase {
         assertMasterAndManagerUnchanged(server)
     }
 
+    /// Common responses are encoded by Swoop (RawResponse) rather than NIO's encoder; with
+    /// compression on, every response takes NIO's path. Both must put the same bytes on the
+    /// wire (the Date's value aside).
+    func testResponsesEncodedBySwoopMatchNIOsEncoding() throws {
+        let fast = try startHTTP(["--worker-num", "1"])
+        let nio = try startHTTP(["--worker-num", "1", "--http-compression"])
+        let requests: [String] = [
+            RawHTTPClient.request("GET", "/"),
+            RawHTTPClient.request("GET", "/status?code=201"),
+            RawHTTPClient.request("GET", "/status?code=404"),
+            RawHTTPClient.request("GET", "/status?code=599"),
+            RawHTTPClient.request("GET", "/cookies", headers: ["Cookie: a=1; b=2"]),
+            RawHTTPClient.request("POST", "/echo", headers: ["Content-Type: application/x-thing"], body: "payload"),
+            RawHTTPClient.request("GET", "/nowhere"),
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "GET /status?code=202 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            RawHTTPClient.request("GET", "/", headers: ["Connection: close"]),
+            "GET / HTTP/1.0\r\n\r\n",
+        ]
+        func exchange(_ server: DemoServer, _ request: String) throws -> ([String], [UInt8]) {
+            let client = try raw(server)
+            try client.send(request)
+            let reply = try client.readResponse()
+            // The Date's value may differ by a second between the two servers.
+            let lines = reply.lines.map { $0.lowercased().hasPrefix("date:") ? "Date: <now>" : $0 }
+            return (lines, reply.body)
+        }
+        for request in requests {
+            let (fastLines, fastBody) = try exchange(fast, request)
+            let (nioLines, nioBody) = try exchange(nio, request)
+            XCTAssertEqual(fastLines, nioLines, "head for \(request.debugDescription)")
+            XCTAssertEqual(fastBody, nioBody, "body for \(request.debugDescription)")
+            XCTAssertTrue(fastLines.contains("Date: <now>"), "a Date header: \(fastLines)")
+        }
+    }
+
     func testAWorkerKilledMidRequestGets503AtOnce() throws {
         try XCTSkipIf(serverMode == "base", "base mode: the connection dies with its worker (see HTTPBaseModeTests)")
         let server = try startHTTP(["--worker-num", "1"])

@@ -51,6 +51,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
     var heldBy: ObjectIdentifier?
 
+    /// Below NIO's response encoder: takes the bytes of a response encoded by `RawResponse`.
+    var tap: RawResponseTap?
+
     /// Where static files come from, when this listener serves them.
     private let staticFiles: StaticFileSettings?
 
@@ -212,6 +215,18 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
         timer = nil
+        if end, let tap, !settings.httpCompression,
+           let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, request: request,
+                                                   allocator: context.channel.allocator) {
+            tap.pending = bytes
+            context.write(wrapOutboundOut(.head(RawResponse.markerHead)), promise: nil)
+            guard tap.pending == nil else {
+                // The head never reached the encoder (a handler on the way refused it).
+                tap.pending = nil
+                return closeNow(reason: "a response could not be written")
+            }
+            return finish(close: close)
+        }
         var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
         let status = HTTPResponseStatus(statusCode: status)
         var close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"

@@ -129,6 +129,16 @@ final class Reactor: @unchecked Sendable {
     /// While a batch of replies is applied: the connections written to and not flushed.
     private var batching = false
     private var unflushed: [ClientConnection] = []
+    /// Base mode (`ServerSettings.yieldAfterTurn`): yield the CPU after each turn that read.
+    var yieldsAfterTurn = false
+    private var yieldScheduled = false
+
+    /// Yields the CPU once this loop turn's I/O is done (a task runs after it).
+    func yieldAfterTurn() {
+        guard !yieldScheduled else { return }
+        yieldScheduled = true
+        loop.execute { self.yieldScheduled = false; sched_yield() }
+    }
 
     init(id: Int, loop: EventLoop, core: ReactorHost) {
         self.id = id
@@ -509,6 +519,11 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
                     responseCompressionPredicate: HTTPSession.compressionPredicate(minLength: framing.httpCompressionMinLength)))
             }
             let session = HTTPSession(connection: connection, settings: framing)
+            if !framing.httpCompression {
+                let tap = RawResponseTap()
+                try pipeline.addHandler(tap, position: .before(try pipeline.handler(type: HTTPResponseEncoder.self)))
+                session.tap = tap
+            }
             connection.http = session
             try pipeline.addHandler(session)
         } else if framing.openEOFSplit {
@@ -546,6 +561,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
             unflushed = false
             context.flush()
         }
+        if reactor.yieldsAfterTurn { reactor.yieldAfterTurn() }
         context.fireChannelReadComplete()
     }
 

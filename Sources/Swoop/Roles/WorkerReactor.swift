@@ -40,6 +40,7 @@ final class WorkerReactor: @unchecked Sendable {
         // Swoole's base mode reports the worker id as the reactor id.
         reactor = Reactor(id: server.context.workerId, loop: loop, core: host)
         reactor.local = deliver
+        reactor.yieldsAfterTurn = server.settings.yieldAfterTurn
     }
 
     /// Whether `connection` was accepted by this worker.

@@ -10,6 +10,8 @@ struct HTTPReply: CustomStringConvertible {
     var headers: [String: String]
     var setCookies: [String]
     var body: [UInt8]
+    /// The status line and the header lines, as sent and in order.
+    var lines: [String] = []
     var text: String { String(decoding: body, as: UTF8.self) }
     var description: String { "\(status) \(headers) \(text.prefix(200))" }
 }
@@ -53,9 +55,11 @@ final class RawHTTPClient {
         }
         var headers: [String: String] = [:]
         var cookies: [String] = []
+        var lines = [statusLine]
         while true {
             let line = try socket.readLine(timeout: timeout)
             if line.isEmpty { break }
+            lines.append(line)
             guard let colon = line.firstIndex(of: ":") else { throw HarnessError("malformed header line: \"\(line)\"") }
             let name = line[..<colon].lowercased()
             let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
@@ -81,7 +85,7 @@ final class RawHTTPClient {
         } else if let length = headers["content-length"].flatMap(Int.init) {
             body = try socket.readBytes(length, timeout: timeout)
         }
-        return HTTPReply(status: status, headers: headers, setCookies: cookies, body: body)
+        return HTTPReply(status: status, headers: headers, setCookies: cookies, body: body, lines: lines)
     }
 
     func isClosedByPeer(timeout: TimeInterval) -> Bool { socket.isClosedByPeer(timeout: timeout) }

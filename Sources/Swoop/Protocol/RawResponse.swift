@@ -1,0 +1,142 @@
+import NIOCore
+import NIOHTTP1
+
+/// The common HTTP response — whole, final, not to a HEAD request, not compressed — encoded
+/// in one buffer by Swoop instead of NIO's response encoder.
+///
+/// NIO's path costs about as much as the rest of a request's handling together: the head
+/// becomes an `HTTPHeaders` (each edit a case-insensitive scan), and head, body and end each
+/// travel through four outbound handlers. Here the worker's header pairs are written
+/// straight into a buffer with the body. NIO's handlers still see a response go by (a
+/// minimal marker head, then the end), so the pipelining handler releases the next request
+/// and every handler's state stays what it would be; the `RawResponseTap` below the encoder
+/// puts the real bytes in place of the marker's encoding.
+enum RawResponse {
+    /// What goes through the pipeline in place of the real head. Its Content-Length keeps the
+    /// encoder from chunking, so the end that follows writes nothing.
+    static let markerHead = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("content-length", "0")]))
+
+    /// Encodes the response NIO's path would have written, or nil when it is not the common
+    /// case (then NIO's path is taken, with its header validation and its errors).
+    ///
+    /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
+    /// to the body's (replacing the handler's, and placed last), Server and Date added when
+    /// the handler set none, Connection set when closing or for HTTP/1.0.
+    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, request: HTTPRequestHead,
+                       allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
+        let status = HTTPResponseStatus(statusCode: code)
+        if case .custom = status { return nil }
+        guard status.mayHaveResponseBody, code >= 200, request.method != .HEAD else { return nil }
+        let http10 = request.version.major == 1 && request.version.minor == 0
+        guard http10 || (request.version.major == 1 && request.version.minor == 1) else { return nil }
+
+        var close = !request.isKeepAlive
+        var hasServer = false, hasDate = false, sawConnection = false
+        var headerBytes = 0
+        for pair in headers {
+            guard isToken(pair.name), isFieldValue(pair.value) else { return nil }
+            headerBytes += pair.name.utf8.count + pair.value.utf8.count + 4
+            if equalsIgnoringCase(pair.name, "connection") {
+                // HTTPSession's rule: the first Connection header decides.
+                if !sawConnection, equalsIgnoringCase(pair.value, "close") { close = true }
+                sawConnection = true
+            } else if equalsIgnoringCase(pair.name, "server") {
+                hasServer = true
+            } else if equalsIgnoringCase(pair.name, "date") {
+                hasDate = true
+            }
+        }
+        let setsConnection = close || http10
+
+        var buffer = allocator.buffer(capacity: 160 + headerBytes + body.readableBytes)
+        buffer.writeStaticString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        buffer.writeString(String(code))
+        buffer.writeStaticString(" ")
+        buffer.writeString(status.reasonPhrase)
+        buffer.writeStaticString("\r\n")
+        for pair in headers {
+            if equalsIgnoringCase(pair.name, "transfer-encoding") || equalsIgnoringCase(pair.name, "content-length") {
+                continue
+            }
+            if setsConnection && equalsIgnoringCase(pair.name, "connection") { continue }
+            writeField(pair.name, pair.value, into: &buffer)
+        }
+        buffer.writeStaticString("Content-Length: ")
+        buffer.writeString(String(body.readableBytes))
+        buffer.writeStaticString("\r\n")
+        if !hasServer { writeField("Server", HTTPDate.serverName, into: &buffer) }
+        if !hasDate { writeField("Date", HTTPDate.now(), into: &buffer) }
+        if close {
+            buffer.writeStaticString("Connection: close\r\n")
+        } else if http10 {
+            buffer.writeStaticString("Connection: keep-alive\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+        buffer.writeImmutableBuffer(body)
+        return (buffer, close)
+    }
+
+    private static func writeField(_ name: String, _ value: String, into buffer: inout ByteBuffer) {
+        buffer.writeString(name)
+        buffer.writeStaticString(": ")
+        buffer.writeString(value)
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// RFC 9110 token characters, as NIO's header validator requires of names.
+    static func isToken(_ text: String) -> Bool {
+        !text.utf8.isEmpty && text.utf8.allSatisfy(isTokenByte)
+    }
+
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// A field value NIO's validator takes: no control character but HTAB, no DEL.
+    static func isFieldValue(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
+    }
+
+    /// ASCII case-insensitive equality with a lower-case constant.
+    static func equalsIgnoringCase(_ text: String, _ lower: StaticString) -> Bool {
+        let utf8 = text.utf8
+        guard utf8.count == lower.utf8CodeUnitCount else { return false }
+        var index = 0
+        let base = lower.utf8Start
+        for byte in utf8 {
+            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+            if folded != base[index] { return false }
+            index += 1
+        }
+        return true
+    }
+}
+
+/// Sits just below NIO's response encoder: when a raw response is pending, the encoder's
+/// bytes for the marker head are replaced by it. Everything else passes untouched.
+final class RawResponseTap: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    /// The encoded response to send in place of the next thing the encoder writes (the
+    /// marker head, written right after this is set, on the same loop turn).
+    var pending: ByteBuffer?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if let raw = pending {
+            pending = nil
+            context.write(wrapOutboundOut(.byteBuffer(raw)), promise: promise)
+        } else {
+            context.write(data, promise: promise)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+@testable import Swoop
+
+/// `RawResponse` writes the common response itself: its bytes must be NIO's encoder's for
+/// the head `HTTPSession` would have built, for every status it takes.
+final class RawResponseTests: XCTestCase {
+    private let allocator = ByteBufferAllocator()
+
+    private func request(_ version: HTTPVersion = .http1_1, method: HTTPMethod = .GET, _ headers: [(String, String)] = []) -> HTTPRequestHead {
+        HTTPRequestHead(version: version, method: method, uri: "/", headers: HTTPHeaders(headers))
+    }
+
+    /// What NIO's encoder writes for a head, a body and the end.
+    private func nioBytes(_ head: HTTPResponseHead, body: String) throws -> String {
+        let channel = EmbeddedChannel(handler: HTTPResponseEncoder())
+        defer { _ = try? channel.finish() }
+        try channel.writeOutbound(HTTPServerResponsePart.head(head))
+        try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body))))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        var text = ""
+        while let part = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let buffer) = part { text += String(buffer: buffer) }
+        }
+        return text
+    }
+
+    private func raw(_ code: Int, _ headers: [(String, String)], body: String, request: HTTPRequestHead) -> (String, Bool)? {
+        RawResponse.encode(status: code, headers: headers.map { HTTPWirePair(name: $0.0, value: $0.1) },
+                           body: ByteBuffer(string: body), request: request, allocator: allocator)
+            .map { (String(buffer: $0.bytes), $0.close) }
+    }
+
+    private func date(in text: String) -> String {
+        text.split(separator: "\r\n").first { $0.hasPrefix("Date: ") }.map { String($0.dropFirst(6)) } ?? "missing"
+    }
+
+    func testEveryStatusIsWrittenAsNIOWritesIt() throws {
+        var covered = 0
+        for code in 200...599 {
+            let status = HTTPResponseStatus(statusCode: code)
+            let result = raw(code, [("Content-Type", "text/plain")], body: "hi", request: request())
+            if case .custom = status {
+                XCTAssertNil(result, "\(code): an unknown status takes NIO's path")
+                continue
+            }
+            if !status.mayHaveResponseBody {
+                XCTAssertNil(result, "\(code): a status without a body takes NIO's path")
+                continue
+            }
+            let (text, close) = try XCTUnwrap(result, "\(code)")
+            XCTAssertFalse(close)
+            let expected = try nioBytes(HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders([
+                ("Content-Type", "text/plain"), ("Content-Length", "2"), ("Server", "swoop"), ("Date", date(in: text)),
+            ])), body: "hi")
+            XCTAssertEqual(text, expected, "\(code)")
+            covered += 1
+        }
+        XCTAssertGreaterThan(covered, 40)
+    }
+
+    func testHeaderRulesAreHTTPSessions() throws {
+        // Transfer-Encoding dropped, the handler's Content-Length replaced and moved last,
+        // its Server and Date kept, its Connection kept on a keep-alive HTTP/1.1 response.
+        let handler = [("Transfer-Encoding", "chunked"), ("content-length", "99"), ("Server", "mine"),
+                       ("X-Thing", "a\tb"), ("Date", "yesterday"), ("Connection", "upgrade")]
+        let (kept, close) = try XCTUnwrap(raw(200, handler, body: "abc", request: request()))
+        XCTAssertFalse(close)
+        XCTAssertEqual(kept, try nioBytes(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([
+            ("Server", "mine"), ("X-Thing", "a\tb"), ("Date", "yesterday"), ("Connection", "upgrade"), ("Content-Length", "3"),
+        ])), body: "abc"))
+
+        // Closing: the handler's Connection header asks for it (its first one decides) …
+        let (closing, closes) = try XCTUnwrap(raw(200, [("connection", "Close"), ("Connection", "keep-alive")], body: "", request: request()))
+        XCTAssertTrue(closes)
+        XCTAssertEqual(closing, try nioBytes(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([
+            ("Content-Length", "0"), ("Server", "swoop"), ("Date", date(in: closing)), ("Connection", "close"),
+        ])), body: ""))
+        // … or the request does.
+        XCTAssertEqual(raw(200, [], body: "", request: request(.http1_1, [("Connection", "close")]))?.1, true)
+        XCTAssertEqual(raw(200, [], body: "", request: request(.http1_0))?.1, true, "HTTP/1.0 closes by default")
+
+        // HTTP/1.0 keep-alive: said in the response, with a 1.0 status line.
+        let (old, oldCloses) = try XCTUnwrap(raw(404, [], body: "no", request: request(.http1_0, [("Connection", "keep-alive")])))
+        XCTAssertFalse(oldCloses)
+        XCTAssertEqual(old, try nioBytes(HTTPResponseHead(version: .http1_0, status: .notFound, headers: HTTPHeaders([
+            ("Content-Length", "2"), ("Server", "swoop"), ("Date", date(in: old)), ("Connection", "keep-alive"),
+        ])), body: "no"))
+    }
+
+    func testWhatItLeavesToNIO() {
+        XCTAssertNil(raw(200, [], body: "x", request: request(method: .HEAD)), "HEAD: NIO's encoder drops the body")
+        XCTAssertNil(raw(200, [("X-Bad", "a\r\nInjected: yes")], body: "", request: request()), "CR LF in a value")
+        XCTAssertNil(raw(200, [("X-Bad", "nul\u{0}")], body: "", request: request()), "NUL in a value")
+        XCTAssertNil(raw(200, [("Bad Name", "v")], body: "", request: request()), "a space in a name")
+        XCTAssertNil(raw(200, [("", "v")], body: "", request: request()), "an empty name")
+        XCTAssertNil(raw(200, [], body: "", request: request(HTTPVersion(major: 2, minor: 0))), "not HTTP/1")
+        XCTAssertNil(raw(100, [], body: "", request: request()), "an interim status")
+    }
+}
