@@ -148,6 +148,28 @@ enum IPCCodec {
 
     /// Appends the frame for `message` to `buffer`.
     static func encode(_ message: IPCMessage, into buffer: inout ByteBuffer) {
+        // The two frames of every request, their fixed part written in one go (ByteWriter).
+        switch message {
+        case let .receive(connection, reactor, data):
+            buffer.write(exactly: headerSize + 11) { out in
+                out.put(bigEndian: UInt32(11 + data.readableBytes))
+                out.put(Tag.receive.rawValue)
+                out.put(bigEndian: connection)
+                out.put(bigEndian: UInt16(reactor))
+            }
+            buffer.writeImmutableBuffer(data)
+            return
+        case let .send(connection, data):
+            buffer.write(exactly: headerSize + 9) { out in
+                out.put(bigEndian: UInt32(9 + data.readableBytes))
+                out.put(Tag.send.rawValue)
+                out.put(bigEndian: connection)
+            }
+            buffer.writeImmutableBuffer(data)
+            return
+        default:
+            break
+        }
         let start = buffer.writerIndex
         buffer.writeInteger(UInt32(0))
         switch message {
@@ -163,11 +185,8 @@ enum IPCCodec {
             buffer.writeInteger(connection)
             buffer.writeInteger(UInt16(reactor))
             buffer.writeInteger(UInt16(listener))
-        case let .receive(connection, reactor, data):
-            buffer.writeInteger(Tag.receive.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(UInt16(reactor))
-            buffer.writeImmutableBuffer(data)
+        case .receive, .send:
+            preconditionFailure("written above")
         case let .close(connection, reactor, byServer):
             buffer.writeInteger(Tag.close.rawValue)
             buffer.writeInteger(connection)
@@ -177,10 +196,6 @@ enum IPCCodec {
             buffer.writeInteger(Tag.packet.rawValue)
             buffer.writeInteger(UInt16(listener))
             writeAddress(address, port, into: &buffer)
-            buffer.writeImmutableBuffer(data)
-        case let .send(connection, data):
-            buffer.writeInteger(Tag.send.rawValue)
-            buffer.writeInteger(connection)
             buffer.writeImmutableBuffer(data)
         case let .sendTo(listener, address, port, data):
             buffer.writeInteger(Tag.sendTo.rawValue)
@@ -409,10 +424,11 @@ enum IPCCodec {
 
     /// A string with a 4-byte length: header values and request targets may be long.
     private static func writeString(_ text: String, into buffer: inout ByteBuffer) {
-        let start = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
-        let count = buffer.writeString(text)
-        buffer.setInteger(UInt32(count), at: start)
+        let count = text.utf8.count
+        buffer.write(exactly: 4 + count) { out in
+            out.put(bigEndian: UInt32(count))
+            out.put(text)
+        }
     }
 
     private static func readString(_ frame: inout ByteBuffer) throws -> String {
@@ -421,11 +437,18 @@ enum IPCCodec {
         return text
     }
 
+    /// The count, then each name and value as a length and its bytes, written in one go.
     private static func writeHeaders(_ headers: [HTTPWirePair], into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt32(headers.count))
-        for header in headers {
-            writeString(header.name, into: &buffer)
-            writeString(header.value, into: &buffer)
+        var size = 4
+        for header in headers { size += 8 + header.name.utf8.count + header.value.utf8.count }
+        buffer.write(exactly: size) { out in
+            out.put(bigEndian: UInt32(headers.count))
+            for header in headers {
+                out.put(bigEndian: UInt32(header.name.utf8.count))
+                out.put(header.name)
+                out.put(bigEndian: UInt32(header.value.utf8.count))
+                out.put(header.value)
+            }
         }
     }
 

@@ -32,10 +32,8 @@ enum RawResponse {
 
         var close = !request.isKeepAlive
         var hasServer = false, hasDate = false, sawConnection = false
-        var headerBytes = 0
         for pair in headers {
             guard isToken(pair.name), isFieldValue(pair.value) else { return nil }
-            headerBytes += pair.name.utf8.count + pair.value.utf8.count + 4
             if equalsIgnoringCase(pair.name, "connection") {
                 // HTTPSession's rule: the first Connection header decides.
                 if !sawConnection, equalsIgnoringCase(pair.value, "close") { close = true }
@@ -47,40 +45,58 @@ enum RawResponse {
             }
         }
         let setsConnection = close || http10
+        func kept(_ pair: HTTPWirePair) -> Bool {
+            !(equalsIgnoringCase(pair.name, "transfer-encoding") || equalsIgnoringCase(pair.name, "content-length")
+                || (setsConnection && equalsIgnoringCase(pair.name, "connection")))
+        }
 
-        var buffer = allocator.buffer(capacity: 160 + headerBytes + body.readableBytes)
-        buffer.writeStaticString(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        buffer.writeString(String(code))
-        buffer.writeStaticString(" ")
-        buffer.writeString(status.reasonPhrase)
-        buffer.writeStaticString("\r\n")
-        for pair in headers {
-            if equalsIgnoringCase(pair.name, "transfer-encoding") || equalsIgnoringCase(pair.name, "content-length") {
-                continue
+        // Sized first, then written in one go (see ByteWriter).
+        let reason = status.reasonPhrase
+        let date = hasDate ? "" : HTTPDate.now()
+        let length = body.readableBytes
+        var size = 9 + ByteWriter.decimalLength(code) + 1 + reason.utf8.count + 2
+        for pair in headers where kept(pair) { size += pair.name.utf8.count + 2 + pair.value.utf8.count + 2 }
+        size += 16 + ByteWriter.decimalLength(length) + 2
+        if !hasServer { size += 8 + HTTPDate.serverName.utf8.count + 2 }
+        if !hasDate { size += 6 + date.utf8.count + 2 }
+        if close { size += 19 } else if http10 { size += 24 }
+        size += 2
+
+        var buffer = allocator.buffer(capacity: size + length)
+        buffer.write(exactly: size) { out in
+            out.put(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            out.put(decimal: code)
+            out.put(" ")
+            out.put(reason)
+            out.put("\r\n")
+            for pair in headers where kept(pair) {
+                out.put(pair.name)
+                out.put(": ")
+                out.put(pair.value)
+                out.put("\r\n")
             }
-            if setsConnection && equalsIgnoringCase(pair.name, "connection") { continue }
-            writeField(pair.name, pair.value, into: &buffer)
+            out.put("Content-Length: ")
+            out.put(decimal: length)
+            out.put("\r\n")
+            if !hasServer {
+                out.put("Server: ")
+                out.put(HTTPDate.serverName)
+                out.put("\r\n")
+            }
+            if !hasDate {
+                out.put("Date: ")
+                out.put(date)
+                out.put("\r\n")
+            }
+            if close {
+                out.put("Connection: close\r\n")
+            } else if http10 {
+                out.put("Connection: keep-alive\r\n")
+            }
+            out.put("\r\n")
         }
-        buffer.writeStaticString("Content-Length: ")
-        buffer.writeString(String(body.readableBytes))
-        buffer.writeStaticString("\r\n")
-        if !hasServer { writeField("Server", HTTPDate.serverName, into: &buffer) }
-        if !hasDate { writeField("Date", HTTPDate.now(), into: &buffer) }
-        if close {
-            buffer.writeStaticString("Connection: close\r\n")
-        } else if http10 {
-            buffer.writeStaticString("Connection: keep-alive\r\n")
-        }
-        buffer.writeStaticString("\r\n")
         buffer.writeImmutableBuffer(body)
         return (buffer, close)
-    }
-
-    private static func writeField(_ name: String, _ value: String, into buffer: inout ByteBuffer) {
-        buffer.writeString(name)
-        buffer.writeStaticString(": ")
-        buffer.writeString(value)
-        buffer.writeStaticString("\r\n")
     }
 
     /// RFC 9110 token characters, as NIO's header validator requires of names.
