@@ -225,7 +225,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
                 tap.pending = nil
                 return closeNow(reason: "a response could not be written")
             }
-            return finish(close: close)
+            // A response that fits a socket buffer leaves at once: the wait for the next
+            // request starts now, without a promise to learn when it was written.
+            return finish(close: close, leavesAtOnce: bytes.readableBytes <= 64 * 1024)
         }
         var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
         let status = HTTPResponseStatus(statusCode: status)
@@ -385,8 +387,19 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Ends the response in hand; the connection then takes the next request or closes.
-    private func finish(close: Bool) {
+    private func finish(close: Bool, leavesAtOnce: Bool = false) {
         guard let context else { return }
+        if leavesAtOnce && !close && !inputClosed {
+            state = .idle
+            let mark = headsSeen
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // The end may have released a pipelined request, whose own timeout now runs.
+            guard case .idle = state, headsSeen == mark else { return }
+            armTimer(settings.httpHeaderTimeout) { session in
+                session.closeNow(reason: nil)
+            }
+            return
+        }
         if close || inputClosed {
             state = .closing
             let flushed = context.eventLoop.makePromise(of: Void.self)

@@ -475,7 +475,11 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     let serverPort: Int
     let connectTime = Date().timeIntervalSince1970
     var lastReceive = NIODeadline.now()
-    var lastReceiveWall = Date().timeIntervalSince1970
+    /// The wall-clock time of `lastReceive`, worked out when asked (one clock read per
+    /// packet rather than two).
+    var lastReceiveWall: Double {
+        Date().timeIntervalSince1970 - Double((NIODeadline.now() - lastReceive).nanoseconds) / 1e9
+    }
     var closedByServer = false
     /// Between a read's first packet and its channelReadComplete.
     var reading = false
@@ -568,7 +572,6 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Bytes arrived: the connection is not idle.
     func touched() {
         lastReceive = .now()
-        lastReceiveWall = Date().timeIntervalSince1970
     }
 
     func channelInactive(context: ChannelHandlerContext) {
