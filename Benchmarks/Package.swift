@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "nio-baseline", targets: ["nio-baseline"]),
         .executable(name: "swoop-load", targets: ["swoop-load"]),
+        .executable(name: "c-ceiling", targets: ["c-ceiling"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -35,6 +36,12 @@ let package = Package(
         ),
         // <sys/epoll.h>, which Glibc's module does not export.
         .target(name: "CEpoll"),
+        // The ceiling: a bare C epoll server speaking nio-baseline's protocols byte for byte,
+        // so that the run shows the load generator's limit on this machine.
+        .executableTarget(
+            name: "c-ceiling",
+            linkerSettings: [.linkedLibrary("pthread")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

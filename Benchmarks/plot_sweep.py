@@ -5,7 +5,8 @@
 
 The CSV is the one run.sh writes (scenario, title, kind, connections, throughput_per_s,
 p99_us, errors, others_cpu0_pct, others_cpu1_pct). One line per server; the x axis is
-logarithmic (1, 16, 64, 256 connections), the y axis starts at 0. A point measured while
+logarithmic (1, 16, 64, 256 connections), the y axis starts at 0; the baselines are dashed,
+the ceilings (bare C epoll, the load generator's limit) dotted. A point measured while
 other processes took more than DISTURBED_PCT of either benchmark CPU is crossed out.
 Needs matplotlib (run.sh installs it when missing).
 """
@@ -53,9 +54,12 @@ def main() -> int:
         for scenario, (label, points) in lines.items():
             points.sort()
             counts.update(count for count, _, _ in points)
+            # The baselines dashed, the ceilings (bare C epoll: the load generator's limit) dotted.
             baseline = scenario in ("baseline", "http_baseline")
+            ceiling = scenario in ("ceiling", "http_ceiling")
             axis.plot([c for c, _, _ in points], [t for _, t, _ in points], marker="o",
-                      linestyle="--" if baseline else "-", linewidth=2 if baseline else 1.5, label=label)
+                      linestyle="--" if baseline else ":" if ceiling else "-",
+                      linewidth=2 if baseline or ceiling else 1.5, label=label)
             bad = [(c, t) for c, t, d in points if d]
             if bad:
                 axis.scatter([c for c, _ in bad], [t for _, t in bad], marker="x", s=80, color="black", zorder=3,

@@ -26,10 +26,12 @@
 #
 # Scenarios (a round runs each once):
 #   baseline       nio-baseline --threads 2                                    line echo
+#   ceiling        c-ceiling --threads 2 (bare C epoll: the machine's ceiling) line echo
 #   swoop_echo     swoop-demo --reactor-num 2 --worker-num 2                   line echo
 #   swoop_base     swoop-demo --mode base --worker-num 2                       line echo
 #   swoop_task     swoop-demo --reactor-num 2 --worker-num 2 --task-worker-num 2, taskwait
 #   http_baseline  nio-baseline --protocol http --threads 2                    wrk GET /
+#   http_ceiling   c-ceiling --protocol http --threads 2                       wrk GET /
 #   http_swoop     swoop-demo --reactor-num 2 --worker-num 2 --http-port 0     wrk GET /
 #   http_base      swoop-demo --mode base --worker-num 2 --http-port 0         wrk GET /
 #   reload_load    swoop_echo's server; SIGUSR1 to its master a quarter into the measured
@@ -70,22 +72,26 @@ CLK_TCK="$(getconf CLK_TCK)"
 DISTURBED_PCT=10   # other processes' share of a benchmark CPU above which a figure is suspect
 RELOAD_WAIT_S=20   # how long, after the load, a reload may still take to complete
 
-ECHO_SCENARIOS=(baseline swoop_echo swoop_base swoop_task)
-HTTP_SCENARIOS=(http_baseline http_swoop http_base)
+# Each list's first scenario is its table's baseline: every ratio is to it. The ceiling comes
+# next: a bare C epoll server, the load generator's limit on this machine (README.md).
+ECHO_SCENARIOS=(baseline ceiling swoop_echo swoop_base swoop_task)
+HTTP_SCENARIOS=(http_baseline http_ceiling http_swoop http_base)
 declare -A TITLE=(
     [baseline]="nio-baseline, echo"
+    [ceiling]="bare C epoll (ceiling), echo"
     [swoop_echo]="Swoop process mode, echo"
     [swoop_base]="Swoop base mode, echo"
     [swoop_task]="Swoop task round trip"
     [http_baseline]="nio-baseline, HTTP"
+    [http_ceiling]="bare C epoll (ceiling), HTTP"
     [http_swoop]="Swoop process mode, HTTP"
     [http_base]="Swoop base mode, HTTP"
     [reload_load]="Swoop process mode, echo, reload (SIGUSR1) in the window"
 )
 # How each scenario's server is driven: swoop-load's echo or taskwait, or wrk (http).
 declare -A KIND=(
-    [baseline]=echo [swoop_echo]=echo [swoop_base]=echo [swoop_task]=taskwait
-    [http_baseline]=http [http_swoop]=http [http_base]=http [reload_load]=echo
+    [baseline]=echo [ceiling]=echo [swoop_echo]=echo [swoop_base]=echo [swoop_task]=taskwait
+    [http_baseline]=http [http_ceiling]=http [http_swoop]=http [http_base]=http [reload_load]=echo
 )
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -287,8 +293,8 @@ start_server() {
     exec {fd}<&-
     [[ " $line" =~ \ port=([0-9]+) ]] || die "$label: no port in its ready line: $line"
     SERVER_PORT="${BASH_REMATCH[1]}"
-    # swoop-demo with --http-port says http-port=<p>; nio-baseline --protocol http serves
-    # HTTP on its only port.
+    # swoop-demo with --http-port says http-port=<p>; nio-baseline and c-ceiling with
+    # --protocol http serve HTTP on their only port.
     if [[ " $line" =~ \ http-port=([1-9][0-9]*) ]]; then SERVER_HTTP_PORT="${BASH_REMATCH[1]}"; else SERVER_HTTP_PORT="$SERVER_PORT"; fi
 }
 
@@ -553,10 +559,12 @@ record_load() {
 server_command() {
     case "$1" in
         baseline) SERVER_CMD=("$BENCH_BIN/nio-baseline" --port 0 --threads 2) ;;
+        ceiling) SERVER_CMD=("$BENCH_BIN/c-ceiling" --port 0 --threads 2) ;;
         swoop_echo | reload_load) SERVER_CMD=("$DEMO_BIN" --port 0 --reactor-num 2 --worker-num 2) ;;
         swoop_base) SERVER_CMD=("$DEMO_BIN" --port 0 --mode base --worker-num 2) ;;
         swoop_task) SERVER_CMD=("$DEMO_BIN" --port 0 --reactor-num 2 --worker-num 2 --task-worker-num 2) ;;
         http_baseline) SERVER_CMD=("$BENCH_BIN/nio-baseline" --protocol http --port 0 --threads 2) ;;
+        http_ceiling) SERVER_CMD=("$BENCH_BIN/c-ceiling" --protocol http --port 0 --threads 2) ;;
         http_swoop) SERVER_CMD=("$DEMO_BIN" --port 0 --reactor-num 2 --worker-num 2 --http-port 0) ;;
         http_base) SERVER_CMD=("$DEMO_BIN" --port 0 --mode base --worker-num 2 --http-port 0) ;;
         *) die "no server for scenario $1" ;;
@@ -930,7 +938,7 @@ if [[ "${BUILD:-1}" == 1 ]]; then
 else
     log "BUILD=0: measuring the programs already built"
 fi
-[[ -x "$DEMO_BIN" && -x "$BENCH_BIN/nio-baseline" && -x "$BENCH_BIN/swoop-load" ]] ||
+[[ -x "$DEMO_BIN" && -x "$BENCH_BIN/nio-baseline" && -x "$BENCH_BIN/c-ceiling" && -x "$BENCH_BIN/swoop-load" ]] ||
     die "a built program is missing under $root/.build/release or $BENCH_BIN"
 
 # Which scenarios run: base mode needs swoop-demo's --mode, HTTP needs HTTP=1.
@@ -1073,7 +1081,8 @@ report="$work/report.md"
         echo
     fi
     echo "Ratios are to the baseline of the same table and row (throughput: higher is better;"
-    echo "latency, memory, start-up: lower is better). See Benchmarks/README.md."
+    echo "latency, memory, start-up: lower is better). The bare C epoll column is the ceiling: the"
+    echo "load generator's limit on this machine (see its CPU row). See Benchmarks/README.md."
 } >"$report"
 
 echo
