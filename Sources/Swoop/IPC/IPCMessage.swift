@@ -490,14 +490,57 @@ enum IPCCodec {
     }
 }
 
-/// NIO's side of the codec: frames in, messages out.
-struct IPCDecoder: ByteToMessageDecoder {
-    typealias InboundOut = IPCMessage
+/// Cuts an IPC socket's byte stream into messages, read after read: a frame that a read
+/// ends in the middle of waits for the next. The link handlers call it themselves rather
+/// than through NIO's `ByteToMessageHandler`, which would box every message in an
+/// existential (`NIOAny`) and cast it back, per message, in both directions.
+struct IPCFrameReader {
     let maxFrameLength: Int
+    /// The start of a frame that the last read ended in the middle of.
+    private var partial: ByteBuffer?
 
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let message = try IPCCodec.decode(&buffer, maxFrameLength: maxFrameLength) else { return .needMoreData }
-        context.fireChannelRead(Self.wrapInboundOut(message))
-        return .continue
+    init(maxFrameLength: Int) {
+        self.maxFrameLength = maxFrameLength
+    }
+
+    /// Hands each whole message of what has arrived to `body`, in order; throws
+    /// `IPCCodec.DecodeError` at a frame that is malformed or too long (the rest is dropped).
+    ///
+    /// Messages are slices of the read that carried them, except the one frame a read ended
+    /// in the middle of: only its bytes are copied, into a buffer of its own. (Appending each
+    /// new read to a slice of the last one would copy the whole read, and the messages' slices
+    /// would keep both reads' memory alive for as long as their bytes wait for a slow client.)
+    mutating func read(_ incoming: ByteBuffer, _ body: (IPCMessage) throws -> Void) throws {
+        var incoming = incoming
+        if var held = partial {
+            partial = nil
+            complete(&held, from: &incoming, upTo: IPCCodec.headerSize)
+            if let length = held.getInteger(at: held.readerIndex, as: UInt32.self) {
+                guard Int(length) <= maxFrameLength else { throw IPCCodec.DecodeError.frameTooLong(Int(length)) }
+                complete(&held, from: &incoming, upTo: IPCCodec.headerSize + Int(length))
+            }
+            guard let message = try IPCCodec.decode(&held, maxFrameLength: maxFrameLength) else {
+                partial = held
+                return
+            }
+            try body(message)
+        }
+        while let message = try IPCCodec.decode(&incoming, maxFrameLength: maxFrameLength) {
+            try body(message)
+        }
+        if incoming.readableBytes > 0 {
+            let whole = incoming.getInteger(at: incoming.readerIndex, as: UInt32.self).map { IPCCodec.headerSize + Int($0) }
+            var held = ByteBufferAllocator().buffer(capacity: max(whole ?? 0, incoming.readableBytes))
+            held.writeImmutableBuffer(incoming)
+            partial = held
+        }
+    }
+
+    /// Moves bytes from `incoming` to `held` until it holds `count` (or `incoming` is empty).
+    private func complete(_ held: inout ByteBuffer, from incoming: inout ByteBuffer, upTo count: Int) {
+        let missing = min(count - held.readableBytes, incoming.readableBytes)
+        if missing > 0, let bytes = incoming.readSlice(length: missing) {
+            held.writeImmutableBuffer(bytes)
+        }
     }
 }

@@ -67,6 +67,30 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Adds an HTTP connection's handlers, up to and including its session (the connection
+    /// itself goes after): NIO's parser (llhttp), its pipelining guard (one request at a
+    /// time, responses in order) and its 400 for a request it cannot parse; the compressor
+    /// when enabled, or else the tap that takes `RawResponse`'s bytes.
+    @discardableResult
+    static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
+                        framing: ProtocolSettings) throws -> HTTPSession {
+        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+        let session = HTTPSession(connection: connection, settings: framing)
+        if framing.httpCompression {
+            // After the pipelining guard, so it pairs each response with the
+            // Accept-Encoding of the request it answers.
+            try pipeline.addHandler(HTTPResponseCompressor(
+                responseCompressionPredicate: compressionPredicate(minLength: framing.httpCompressionMinLength)))
+        } else {
+            let tap = RawResponseTap()
+            try pipeline.addHandler(tap, position: .before(try pipeline.handler(type: HTTPResponseEncoder.self)))
+            session.tap = tap
+        }
+        connection.http = session
+        try pipeline.addHandler(session)
+        return session
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }

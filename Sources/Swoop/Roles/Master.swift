@@ -99,8 +99,7 @@ final class Master: MasterEvents, @unchecked Sendable {
         let ipcChannel = try ServerBootstrap(group: core.reactorGroup.base)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(IPCDecoder(maxFrameLength: maxFrame)))
-                    try channel.pipeline.syncOperations.addHandler(WorkerLinkHandler(core: core))
+                    try channel.pipeline.syncOperations.addHandler(WorkerLinkHandler(core: core, maxFrameLength: maxFrame))
                 }
             }
             .withBoundSocket(ipcListener).wait()

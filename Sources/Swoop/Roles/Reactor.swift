@@ -513,23 +513,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         let connection = ClientConnection(id: id, sequence: sequence, listener: listener, reactor: reactor,
                                           channel: channel, serverPort: serverPort)
         if framing.openHTTPProtocol {
-            // NIO's parser (llhttp), its pipelining guard (one request at a time, responses
-            // in order) and its 400 for a request it cannot parse.
-            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-            if framing.httpCompression {
-                // After the pipelining guard, so it pairs each response with the
-                // Accept-Encoding of the request it answers.
-                try pipeline.addHandler(HTTPResponseCompressor(
-                    responseCompressionPredicate: HTTPSession.compressionPredicate(minLength: framing.httpCompressionMinLength)))
-            }
-            let session = HTTPSession(connection: connection, settings: framing)
-            if !framing.httpCompression {
-                let tap = RawResponseTap()
-                try pipeline.addHandler(tap, position: .before(try pipeline.handler(type: HTTPResponseEncoder.self)))
-                session.tap = tap
-            }
-            connection.http = session
-            try pipeline.addHandler(session)
+            try HTTPSession.install(on: pipeline, for: connection, framing: framing)
         } else if framing.openEOFSplit {
             try pipeline.addHandler(ByteToMessageHandler(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
         } else if framing.openLengthCheck {

@@ -63,7 +63,7 @@ enum ExitCode {
 /// The worker's side of the IPC connection and the dispatcher of its handlers. All of its
 /// state is touched only on its event loop.
 final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = IPCMessage
+    typealias InboundIn = ByteBuffer
 
     let server: Server
     let loop: EventLoop
@@ -102,6 +102,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     /// Frames written since the last flush, encoded back to back: one buffer and one
     /// socket write per flush rather than one of each per frame.
     private var outgoing = ByteBuffer()
+    private lazy var reader = IPCFrameReader(maxFrameLength: server.settings.maxIPCFrameLength)
     /// Base mode: this worker's own listeners and connections.
     private var local: WorkerReactor?
 
@@ -157,11 +158,9 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             break
         }
         let fd = try Syscall.connectAbstract(context.ipcAddress)
-        let maxFrame = server.settings.maxIPCFrameLength
         let channel = try ClientBootstrap(group: loop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(IPCDecoder(maxFrameLength: maxFrame)))
                     try channel.pipeline.syncOperations.addHandler(self)
                 }
             }
@@ -244,7 +243,11 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inReadBatch = true
-        handle(unwrapInboundIn(data))
+        do {
+            try reader.read(unwrapInboundIn(data)) { message in handle(message) }
+        } catch {
+            errorCaught(context: context, error: error)
+        }
     }
 
     /// An event from the master, or in base mode from this worker's own reactor.

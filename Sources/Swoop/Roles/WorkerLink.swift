@@ -131,19 +131,33 @@ final class WorkerEndpoint: @unchecked Sendable {
 /// The master's end of one IPC connection: a worker's, a task worker's or the manager's.
 /// Its first message must be a hello with the server's token.
 final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = IPCMessage
+    typealias InboundIn = ByteBuffer
 
     unowned let core: MasterCore
+    private var reader: IPCFrameReader
     private var endpoint: WorkerEndpoint?
     private var isManager = false
+    private var rejected = false
     /// Process mode: the replies of this read batch, by reactor, handed over at its end.
     private var replies: [[IPCMessage]] = []
     private var hasReplies = false
 
-    init(core: MasterCore) { self.core = core }
+    init(core: MasterCore, maxFrameLength: Int) {
+        self.core = core
+        reader = IPCFrameReader(maxFrameLength: maxFrameLength)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let message = unwrapInboundIn(data)
+        do {
+            try reader.read(unwrapInboundIn(data)) { message in
+                if !rejected { handle(message, context: context) }
+            }
+        } catch {
+            errorCaught(context: context, error: error)
+        }
+    }
+
+    private func handle(_ message: IPCMessage, context: ChannelHandlerContext) {
         if let endpoint {
             route(message, from: endpoint, context: context)
             return
@@ -164,6 +178,7 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         // knows it was started by this master.
         guard case let .hello(role, workerId, generation, pid, token) = message, token == core.token else {
             core.logger.error("rejected an IPC connection that did not identify itself")
+            rejected = true
             context.close(promise: nil)
             return
         }
