@@ -197,13 +197,13 @@ final class Reactor: @unchecked Sendable {
         guard let client = connections[connection] else { return }
         core.stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
         guard batching || client.reading else {
-            client.channel.writeAndFlush(data, promise: nil)
+            client.write(data, flush: true)
             return
         }
         // Inside a batch of replies (process mode) or while the client's own bytes are read
         // (base mode, a handler that did not suspend): one flush at the batch's end, in
         // apply(batch:) or in the connection's channelReadComplete.
-        client.channel.write(data, promise: nil)
+        client.write(data, flush: false)
         if batching && !client.unflushed { unflushed.append(client) }
         client.unflushed = true
     }
@@ -230,7 +230,7 @@ final class Reactor: @unchecked Sendable {
         batching = false
         for client in unflushed where client.unflushed {
             client.unflushed = false
-            client.channel.flush()
+            client.flush()
         }
         unflushed.removeAll(keepingCapacity: true)
     }
@@ -465,6 +465,12 @@ extension IPCMessage {
 /// A client connection in the master: the pipeline's last handler, owned by one reactor.
 final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// This handler's place in the pipeline: replies are written from here, straight to
+    /// the socket, rather than through `Channel.write`, which walks the whole pipeline and
+    /// wraps each buffer through generic code (a runtime metadata lookup per write).
+    private var context: ChannelHandlerContext?
 
     let id: UInt64
     let listener: Int
@@ -541,6 +547,28 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         touched()
         reading = true
         reactor.dispatch(self, unwrapInboundIn(data))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Writes (and flushes) bytes to the client.
+    func write(_ data: ByteBuffer, flush: Bool) {
+        guard let context else { return }
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(data), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(data), promise: nil)
+        }
+    }
+
+    func flush() {
+        context?.flush()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

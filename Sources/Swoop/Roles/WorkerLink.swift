@@ -138,6 +138,9 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
     private var endpoint: WorkerEndpoint?
     private var isManager = false
     private var rejected = false
+    /// Read once: `core.isBase` reads the settings, a large struct, per message.
+    private let isBase: Bool
+    private let reactorCount: Int
     /// Process mode: the replies of this read batch, by reactor, handed over at its end.
     private var replies: [[IPCMessage]] = []
     private var hasReplies = false
@@ -145,6 +148,8 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
     init(core: MasterCore, maxFrameLength: Int) {
         self.core = core
         reader = IPCFrameReader(maxFrameLength: maxFrameLength)
+        isBase = core.isBase
+        reactorCount = core.reactors.count
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -197,11 +202,11 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         switch message {
         case .send(let connection, _), .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
              .httpSendfile(let connection, _, _, _, _, _, _, _, _), .closeConnection(let connection, _):
-            if core.isBase {
+            if isBase {
                 core.routeToConnection(connection, message)
             } else {
-                if replies.isEmpty { replies = Array(repeating: [], count: core.reactors.count) }
-                replies[Int(connection % UInt64(core.reactors.count))].append(message)
+                if replies.isEmpty { replies = Array(repeating: [], count: reactorCount) }
+                replies[Int(connection % UInt64(reactorCount))].append(message)
                 hasReplies = true
             }
         case let .sendTo(listener, address, port, data):
