@@ -50,7 +50,7 @@ public struct Request: Sendable {
             // NIO's parser only passes valid tokens as names; a name that still does not
             // pass swift-http-types' check is dropped rather than failing the request.
             // swift-http-types carries Host as the request's authority, not as a field.
-            if pair.name.lowercased() == "host" { host = pair.value; continue }
+            if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
             guard let name = HTTPField.Name(pair.name) else { continue }
             fields.append(HTTPField(name: name, value: pair.value))
         }
@@ -64,13 +64,19 @@ public struct Request: Sendable {
             path = wire.target
             queryString = ""
         }
-        query = URLEncoding.parseForm(Substring(queryString))
-        cookies = CookieHeader.parse(fields[values: .cookie])
+        // Each parsed only when there is something to parse (most requests have neither).
+        query = queryString.isEmpty ? [:] : URLEncoding.parseForm(Substring(queryString))
+        let cookieValues = fields[values: .cookie]
+        cookies = cookieValues.isEmpty ? [:] : CookieHeader.parse(cookieValues)
         self.body = body
         let type = fields[.contentType]?.lowercased() ?? ""
         form = type.hasPrefix("application/x-www-form-urlencoded")
             ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
-        version = "\(wire.versionMajor).\(wire.versionMinor)"
+        switch (wire.versionMajor, wire.versionMinor) {
+        case (1, 1): version = "1.1"
+        case (1, 0): version = "1.0"
+        default: version = "\(wire.versionMajor).\(wire.versionMinor)"
+        }
         self.connection = connection
         self.reactorId = reactorId
     }
