@@ -167,6 +167,40 @@ enum IPCCodec {
             }
             buffer.writeImmutableBuffer(data)
             return
+        case let .httpRequest(connection, reactor, sequence, head, body):
+            let method = head.method.utf8.count, target = head.target.utf8.count
+            let fixed = 1 + 8 + 2 + 4 + 4 + method + 4 + target + 2
+            let headers = headersSize(head.headers)
+            buffer.write(exactly: headerSize + fixed + headers) { out in
+                out.put(bigEndian: UInt32(fixed + headers + body.readableBytes))
+                out.put(Tag.httpRequest.rawValue)
+                out.put(bigEndian: connection)
+                out.put(bigEndian: UInt16(reactor))
+                out.put(bigEndian: sequence)
+                out.put(bigEndian: UInt32(method))
+                out.put(head.method)
+                out.put(bigEndian: UInt32(target))
+                out.put(head.target)
+                out.put(UInt8(truncatingIfNeeded: head.versionMajor))
+                out.put(UInt8(truncatingIfNeeded: head.versionMinor))
+                putHeaders(head.headers, into: &out)
+            }
+            buffer.writeImmutableBuffer(body)
+            return
+        case let .httpResponse(connection, sequence, status, headers, body, end):
+            let fixed = 1 + 8 + 4 + 2 + 1
+            let size = headersSize(headers)
+            buffer.write(exactly: headerSize + fixed + size) { out in
+                out.put(bigEndian: UInt32(fixed + size + body.readableBytes))
+                out.put(Tag.httpResponse.rawValue)
+                out.put(bigEndian: connection)
+                out.put(bigEndian: sequence)
+                out.put(bigEndian: UInt16(truncatingIfNeeded: status))
+                out.put(end ? 1 : 0)
+                putHeaders(headers, into: &out)
+            }
+            buffer.writeImmutableBuffer(body)
+            return
         default:
             break
         }
@@ -259,25 +293,8 @@ enum IPCCodec {
         case let .reloadDone(succeeded):
             buffer.writeInteger(Tag.reloadDone.rawValue)
             buffer.writeInteger(succeeded ? UInt8(1) : 0)
-        case let .httpRequest(connection, reactor, sequence, head, body):
-            buffer.writeInteger(Tag.httpRequest.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(UInt16(reactor))
-            buffer.writeInteger(sequence)
-            writeString(head.method, into: &buffer)
-            writeString(head.target, into: &buffer)
-            buffer.writeInteger(UInt8(truncatingIfNeeded: head.versionMajor))
-            buffer.writeInteger(UInt8(truncatingIfNeeded: head.versionMinor))
-            writeHeaders(head.headers, into: &buffer)
-            buffer.writeImmutableBuffer(body)
-        case let .httpResponse(connection, sequence, status, headers, body, end):
-            buffer.writeInteger(Tag.httpResponse.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(sequence)
-            buffer.writeInteger(UInt16(truncatingIfNeeded: status))
-            buffer.writeInteger(end ? UInt8(1) : 0)
-            writeHeaders(headers, into: &buffer)
-            buffer.writeImmutableBuffer(body)
+        case .httpRequest, .httpResponse:
+            preconditionFailure("written above")
         case let .httpBody(connection, sequence, data, end):
             buffer.writeInteger(Tag.httpBody.rawValue)
             buffer.writeInteger(connection)
@@ -439,16 +456,22 @@ enum IPCCodec {
 
     /// The count, then each name and value as a length and its bytes, written in one go.
     private static func writeHeaders(_ headers: [HTTPWirePair], into buffer: inout ByteBuffer) {
+        buffer.write(exactly: headersSize(headers)) { out in putHeaders(headers, into: &out) }
+    }
+
+    private static func headersSize(_ headers: [HTTPWirePair]) -> Int {
         var size = 4
         for header in headers { size += 8 + header.name.utf8.count + header.value.utf8.count }
-        buffer.write(exactly: size) { out in
-            out.put(bigEndian: UInt32(headers.count))
-            for header in headers {
-                out.put(bigEndian: UInt32(header.name.utf8.count))
-                out.put(header.name)
-                out.put(bigEndian: UInt32(header.value.utf8.count))
-                out.put(header.value)
-            }
+        return size
+    }
+
+    private static func putHeaders(_ headers: [HTTPWirePair], into out: inout ByteWriter) {
+        out.put(bigEndian: UInt32(headers.count))
+        for header in headers {
+            out.put(bigEndian: UInt32(header.name.utf8.count))
+            out.put(header.name)
+            out.put(bigEndian: UInt32(header.value.utf8.count))
+            out.put(header.value)
         }
     }
 
