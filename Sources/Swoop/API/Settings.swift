@@ -180,12 +180,12 @@ public struct ServerSettings: Sendable {
     /// process's descriptor limit (`ulimit -n`), as in Swoole.
     public var maxConn: Int = System.descriptorLimit
     /// Base mode: after each event-loop turn in which a worker read from its clients, it
-    /// yields the CPU (`sched_yield`), so that when workers outnumber the CPUs they take turns
-    /// a batch at a time rather than a scheduler time slice at a time: the latency tail is
-    /// then bounded by a batch (measured on one CPU with two workers: p99 4.5 ms → 1.1 ms for
-    /// 1–3 % of throughput). With a CPU of its own, a worker's yield returns at once (one
-    /// system call per turn). Process mode does not yield: its reactor threads and workers
-    /// already hand over to each other every turn.
+    /// yields the CPU (`sched_yield`), so that when workers outnumber the CPUs they take
+    /// turns a batch at a time rather than a scheduler time slice at a time: the latency
+    /// tail is then bounded by a batch (measured on one CPU with two workers: p99 4.5 ms →
+    /// 1.1–2 ms, throughput unchanged within the noise). With a CPU of its own, a worker's
+    /// yield returns at once (one system call per turn). Process mode does not yield: its
+    /// reactor threads and workers already hand over to each other every turn.
     public var yieldAfterTurn: Bool = true
     /// The watchdog: a worker that has not finished a request within this many seconds is
     /// killed and replaced; the client of that request gets a 503 (HTTP) or a close, every
