@@ -3,6 +3,7 @@
 #
 #   bash Benchmarks/profile.sh                 # both modes, echo
 #   MODES=base REQUESTS_S=3 bash Benchmarks/profile.sh
+#   LOAD=http bash Benchmarks/profile.sh       # HTTP GET / with wrk instead of the echo
 #
 # Callgrind counts instructions, not seconds: the figures repeat for the same binary and
 # load whatever else the machine does, which makes them the yardstick for changes to the
@@ -17,6 +18,9 @@ root="$(cd "$here/.." && pwd)"
 MODES="${MODES:-base process}"
 REQUESTS_S="${REQUESTS_S:-4}"
 TOP="${TOP:-12}"
+LOAD="${LOAD:-echo}"
+[[ "$LOAD" == echo || "$LOAD" == http ]] || { echo "LOAD is echo or http" >&2; exit 1; }
+[[ "$LOAD" == echo ]] || command -v wrk >/dev/null || { echo "LOAD=http needs wrk (apt-get install wrk)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 
 if [[ "${BUILD:-1}" == 1 ]]; then
@@ -39,20 +43,26 @@ strip --strip-debug "$work/swoop-demo"
 for mode in $MODES; do
     rm -f "$work"/cg.* "$work/out"
     setsid valgrind --tool=callgrind --trace-children=yes --instr-atstart=no --callgrind-out-file="$work/cg.%p" \
-        "$work/swoop-demo" --mode "$mode" --worker-num 1 --reactor-num 1 --port 0 >"$work/out" 2>"$work/err" &
+        "$work/swoop-demo" --mode "$mode" --worker-num 1 --reactor-num 1 --port 0 --http-port 0 >"$work/out" 2>"$work/err" &
     for _ in $(seq 1 300); do grep -q ready "$work/out" 2>/dev/null && break; sleep 0.2; done
     master="$(grep -o 'master=[0-9]*' "$work/out" | cut -d= -f2)"
     port="$(grep -o ' port=[0-9]*' "$work/out" | cut -d= -f2)"
     sleep 1
     callgrind_control -i on >/dev/null 2>&1 || true
-    load="$("$here/.build/release/swoop-load" --port "$port" --connections 8 --duration "$REQUESTS_S" --warmup 0 2>/dev/null)"
-    requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$load")"
+    if [[ "$LOAD" == echo ]]; then
+        load="$("$here/.build/release/swoop-load" --port "$port" --connections 8 --duration "$REQUESTS_S" --warmup 0 2>/dev/null)"
+        requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$load")"
+    else
+        http_port="$(grep -o 'http-port=[0-9]*' "$work/out" | cut -d= -f2)"
+        load="$(wrk -t1 -c8 -d"${REQUESTS_S}s" "http://127.0.0.1:$http_port/" 2>/dev/null | tr -s ' ' | grep -E 'requests in|Requests/sec' | tr '\n' ' ')"
+        requests="$(awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") { print $i; exit } }' <<<"$load")"
+    fi
     # The counts since the zeroing are written when each process exits (its stop adds a
     # little, the same for every run).
     cleanup
     master=""
     sleep 1
-    echo "## $mode mode: $requests echo requests ($load)"
+    echo "## $mode mode: $requests $LOAD requests ($load)"
     for file in "$work"/cg.*; do
         pid="${file##*cg.}"
         [[ "$pid" =~ ^[0-9]+$ ]] || continue
