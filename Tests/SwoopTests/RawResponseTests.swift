@@ -90,6 +90,17 @@ final class RawResponseTests: XCTestCase {
         ])), body: "no"))
     }
 
+    func testTheMasterRefusesFieldsHTTPDoesNotAllow() {
+        func fields(_ pairs: [(String, String)]) -> [HTTPWirePair] { pairs.map { HTTPWirePair(name: $0.0, value: $0.1) } }
+        XCTAssertFalse(HTTPSession.hasInvalidField(fields([("Content-Type", "text/plain"), ("X-Tab", "a\tb"), ("X-UTF8", "é")])))
+        XCTAssertTrue(HTTPSession.hasInvalidField(fields([("X-Split", "a\r\nInjected: yes")])))
+        XCTAssertTrue(HTTPSession.hasInvalidField(fields([("X-Nul", "a\u{0}")])))
+        XCTAssertTrue(HTTPSession.hasInvalidField(fields([("X-Del", "a\u{7F}")])))
+        XCTAssertTrue(HTTPSession.hasInvalidField(fields([("Bad Name", "v")])))
+        XCTAssertTrue(HTTPSession.hasInvalidField(fields([("Bad:Name", "v")])))
+        XCTAssertTrue(HTTPSession.hasInvalidField(fields([("", "v")])))
+    }
+
     func testWhatItLeavesToNIO() {
         XCTAssertNil(raw(200, [], body: "x", request: request(method: .HEAD)), "HEAD: NIO's encoder drops the body")
         XCTAssertNil(raw(200, [("X-Bad", "a\r\nInjected: yes")], body: "", request: request()), "CR LF in a value")

@@ -74,7 +74,10 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     @discardableResult
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
                         framing: ProtocolSettings) throws -> HTTPSession {
-        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+        // Without NIO's response header validator: the worker's header fields are checked
+        // here, once (`hasInvalidField`), and the master's own are constants.
+        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withServerUpgrade: nil,
+                                                 withErrorHandling: true, withOutboundHeaderValidation: false)
         let session = HTTPSession(connection: connection, settings: framing)
         if framing.httpCompression {
             // After the pipelining guard, so it pairs each response with the
@@ -226,6 +229,14 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: Responses
 
+    /// Whether a worker's header fields include one that may not be sent: a name that is not
+    /// a token, or a value with a control character (which could end the head early and
+    /// inject fields). `Response` cleans what handlers set, so only a worker that bypassed
+    /// it could send one.
+    static func hasInvalidField(_ headers: [HTTPWirePair]) -> Bool {
+        !headers.allSatisfy { RawResponse.isToken($0.name) && RawResponse.isFieldValue($0.value) }
+    }
+
     /// Whether a status can end a request. An interim one (1xx) from a handler would leave the
     /// response open in NIO's handlers, whose preconditions would then stop the master.
     static func isFinal(_ status: Int) -> Bool {
@@ -239,6 +250,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
         timer = nil
+        // RawResponse checks the fields itself (and declines invalid ones).
         if end, let tap, !settings.httpCompression,
            let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, request: request,
                                                    allocator: context.channel.allocator) {
@@ -252,6 +264,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             // A response that fits a socket buffer leaves at once: the wait for the next
             // request starts now, without a promise to learn when it was written.
             return finish(close: close, leavesAtOnce: bytes.readableBytes <= 64 * 1024)
+        }
+        guard !Self.hasInvalidField(headers) else {
+            return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
         }
         var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
         let status = HTTPResponseStatus(statusCode: status)
@@ -293,6 +308,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
+        }
+        guard !Self.hasInvalidField(headers) else {
+            return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
         }
         timer = nil
         var file: NIOFileHandle?

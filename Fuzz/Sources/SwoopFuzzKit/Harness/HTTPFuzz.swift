@@ -273,7 +273,7 @@ public enum HTTPFuzz {
                             answers: inout SplitMix64, clockJumps: Bool) {
             let body = ByteBuffer(string: String(repeating: "hello world ", count: Int(answers.next() % 8)))
             let text = [HTTPWirePair(name: "Content-Type", value: "text/plain")]
-            switch answers.next() % 9 {
+            switch answers.next() % 10 {
             case 0:
                 session.response(sequence: sequence, status: 200, headers: text, body: body, end: true)
             case 1:
@@ -309,6 +309,13 @@ public enum HTTPFuzz {
                     session.response(sequence: sequence, status: 200, headers: length, body: ByteBuffer(), end: false)
                     session.responseBody(sequence: sequence, data: body, end: true)
                 }
+            case 8:
+                // Header fields HTTP does not allow (Response cleans them; a worker that
+                // bypassed it): the master answers 500, on either path.
+                let bad = [[HTTPWirePair(name: "X-Split", value: "a\r\nInjected: yes")],
+                           [HTTPWirePair(name: "Bad Name", value: "v")],
+                           [HTTPWirePair(name: "", value: "v")]][Int(answers.next() % 3)]
+                session.response(sequence: sequence, status: 200, headers: bad, body: body, end: answers.next() % 2 == 0)
             default:
                 session.response(sequence: sequence, status: 201,
                                  headers: [HTTPWirePair(name: "Transfer-Encoding", value: "chunked"),
