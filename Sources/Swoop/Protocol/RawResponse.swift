@@ -17,7 +17,7 @@ enum RawResponse {
     static let markerHead = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("content-length", "0")]))
 
     /// Encodes the response NIO's path would have written, or nil when it is not the common
-    /// case (then NIO's path is taken, with its header validation and its errors).
+    /// case (then `HTTPSession` takes NIO's path, or answers 500 for a field HTTP does not allow).
     ///
     /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
     /// to the body's (replacing the handler's, and placed last), Server and Date added when
@@ -99,7 +99,7 @@ enum RawResponse {
         return (buffer, close)
     }
 
-    /// RFC 9110 token characters, as NIO's header validator requires of names.
+    /// RFC 9110 token characters, the rule NIO's header validator applies to names.
     static func isToken(_ text: String) -> Bool {
         !text.utf8.isEmpty && text.utf8.allSatisfy(isTokenByte)
     }
@@ -117,7 +117,7 @@ enum RawResponse {
         }
     }
 
-    /// A field value NIO's validator takes: no control character but HTAB, no DEL.
+    /// A field value as NIO's validator takes it: no control character but HTAB, no DEL.
     static func isFieldValue(_ text: String) -> Bool {
         text.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
     }
