@@ -261,10 +261,10 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             }
         case let .packet(listener, address, port, data):
             let event = PacketEvent(data: data, client: ClientAddress(address: address, port: port, serverSocket: listener))
-            _ = run(handlers.packet, event, isRequest: true, what: "onPacket")
+            run(handlers.packet, event, isRequest: true, what: "onPacket")
         case let .pipeMessage(from, _, data):
-            _ = run(handlers.pipeMessage, PipeMessageEvent(from: from, data: data), isRequest: false,
-                    what: "onPipeMessage")
+            run(handlers.pipeMessage, PipeMessageEvent(from: from, data: data), isRequest: false,
+                what: "onPipeMessage")
         case let .response(id, data):
             queries.removeValue(forKey: id)?.succeed(data)
         case let .task(id, source, _, data):
@@ -495,7 +495,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             timer?.cancel()
             promise.completeWith(result.mapError { $0 as Error })
         case .finish:
-            _ = run(handlers.finish, FinishEvent(id: TaskID(id), result: result), isRequest: false, what: "onFinish")
+            run(handlers.finish, FinishEvent(id: TaskID(id), result: result), isRequest: false, what: "onFinish")
         }
     }
 

@@ -115,16 +115,19 @@ final class WorkerEndpoint: @unchecked Sendable {
     /// that hold a lock which the channel's close handler takes (a failed write closes the
     /// channel inline).
     func sendFromLoop(_ message: IPCMessage) {
-        var frame = channel.allocator.buffer(capacity: 32 + message.payloadSize)
-        IPCCodec.encode(message, into: &frame)
+        let frame = frame(message)
         let channel = self.channel
-        channel.eventLoop.execute { [frame] in channel.writeAndFlush(frame, promise: nil) }
+        channel.eventLoop.execute { channel.writeAndFlush(frame, promise: nil) }
     }
 
     func send(_ message: IPCMessage) {
+        write(frame(message))
+    }
+
+    private func frame(_ message: IPCMessage) -> ByteBuffer {
         var frame = channel.allocator.buffer(capacity: 32 + message.payloadSize)
         IPCCodec.encode(message, into: &frame)
-        write(frame)
+        return frame
     }
 }
 
@@ -138,7 +141,7 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
     private var endpoint: WorkerEndpoint?
     private var isManager = false
     private var rejected = false
-    /// Read once: `core.isBase` reads the settings, a large struct, per message.
+    /// Read once rather than per message.
     private let isBase: Bool
     private let reactorCount: Int
     /// Process mode: the replies of this read batch, by reactor, handed over at its end.
