@@ -13,6 +13,7 @@ import NIOHTTPCompression
 /// NIO's `HTTPServerPipelineHandler` sits before it and hands over one request at a time:
 /// the next pipelined request is held (and reading paused) until this one's response has
 /// ended. That is what keeps responses in request order, whichever workers answer them.
+/// `HTTPReadAhead`, below it, keeps the socket reading while only one request is in hand.
 final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -68,8 +69,8 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Adds an HTTP connection's handlers, up to and including its session (the connection
-    /// itself goes after): NIO's parser (llhttp), its pipelining guard (one request at a
-    /// time, responses in order) and its 400 for a request it cannot parse; the compressor
+    /// itself goes after): NIO's parser (llhttp), `HTTPReadAhead`, NIO's pipelining guard (one
+    /// request at a time, responses in order) and its 400 for a request it cannot parse; the compressor
     /// when enabled, or else the tap that takes `RawResponse`'s bytes.
     @discardableResult
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
@@ -78,6 +79,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         // here, once (`hasInvalidField`), and the master's own are constants.
         try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withServerUpgrade: nil,
                                                  withErrorHandling: true, withOutboundHeaderValidation: false)
+        try pipeline.addHandler(HTTPReadAhead(), position: .before(try pipeline.handler(type: HTTPServerPipelineHandler.self)))
         let session = HTTPSession(connection: connection, settings: framing)
         if framing.httpCompression {
             // After the pipelining guard, so it pairs each response with the
