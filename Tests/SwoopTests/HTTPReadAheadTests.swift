@@ -17,10 +17,13 @@ final class HTTPReadAheadTests: XCTestCase {
         }
     }
 
+    /// The end of the pipeline, in `HTTPSession`'s place: counts every part it receives.
     private final class Requests: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
         var uris: [String] = []
+        var arrivals: HTTPReadAhead.Arrivals?
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            arrivals?.count += 1
             if case .head(let head) = unwrapInboundIn(data) { uris.append(head.uri) }
         }
     }
@@ -35,7 +38,9 @@ final class HTTPReadAheadTests: XCTestCase {
         try pipeline.addHandler(counter)
         try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
         if readAhead {
-            try pipeline.addHandler(HTTPReadAhead(), position: .before(try pipeline.handler(type: HTTPServerPipelineHandler.self)))
+            let handler = HTTPReadAhead()
+            try pipeline.addHandler(handler, position: .before(try pipeline.handler(type: HTTPServerPipelineHandler.self)))
+            requests.arrivals = handler.arrivals
         }
         try pipeline.addHandler(requests)
         return (channel, counter, requests)

@@ -10,32 +10,33 @@ import NIOHTTP1
 /// calls, as many system calls as the request's own read and write together.
 ///
 /// This handler sits just below the pipelining handler and asks for the next read itself
-/// while at most one request is outstanding. A client that pipelines is paused by NIO's
-/// handler as before, once its second request has been read, so no more is buffered than
-/// one read's worth, the same as without this handler.
-final class HTTPReadAhead: ChannelDuplexHandler, RemovableChannelHandler {
+/// while that handler holds nothing back: every request part passed up has arrived at the
+/// end of the pipeline (`HTTPSession` counts them in `arrivals`). A client that pipelines is
+/// paused by NIO's handler as before, once its second request has been read, so no more is
+/// buffered than one read's worth, the same as without this handler. Parts are counted,
+/// not looked at: unwrapping each from `NIOAny` costs a dynamic cast.
+final class HTTPReadAhead: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
 
-    /// Request heads read whose response has not ended.
-    private var outstanding = 0
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) { outstanding += 1 }
-        context.fireChannelRead(data)
+    /// Request parts that arrived at the end of the pipeline, counted by the handler there.
+    final class Arrivals {
+        var count = 0
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), outstanding > 0 { outstanding -= 1 }
-        context.write(data, promise: promise)
+    let arrivals = Arrivals()
+    /// Request parts passed up to the pipelining handler.
+    private var passed = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        passed &+= 1
+        context.fireChannelRead(data)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         // Before the pipelining handler declines the read the channel asks for after this
         // event: a read already requested leaves the socket registered for reading.
-        if outstanding <= 1 { context.read() }
+        if arrivals.count == passed { context.read() }
         context.fireChannelReadComplete()
     }
 }

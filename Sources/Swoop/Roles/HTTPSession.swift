@@ -47,6 +47,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     private(set) var sendingFile = false
     /// Request heads received, to tell whether a new request began meanwhile.
     private var headsSeen = 0
+    /// Where this counts the request parts it receives, whatever the state: `HTTPReadAhead`
+    /// compares them with the parts it passed up, to tell that none are held back.
+    private var arrivals: HTTPReadAhead.Arrivals?
     /// The client will send nothing more: close once the response in hand has ended.
     private var inputClosed = false
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
@@ -79,8 +82,10 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         // here, once (`hasInvalidField`), and the master's own are constants.
         try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withServerUpgrade: nil,
                                                  withErrorHandling: true, withOutboundHeaderValidation: false)
-        try pipeline.addHandler(HTTPReadAhead(), position: .before(try pipeline.handler(type: HTTPServerPipelineHandler.self)))
+        let readAhead = HTTPReadAhead()
+        try pipeline.addHandler(readAhead, position: .before(try pipeline.handler(type: HTTPServerPipelineHandler.self)))
         let session = HTTPSession(connection: connection, settings: framing)
+        session.arrivals = readAhead.arrivals
         if framing.httpCompression {
             // After the pipelining guard, so it pairs each response with the
             // Accept-Encoding of the request it answers.
@@ -135,6 +140,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     // MARK: Requests
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        arrivals?.count &+= 1
         connection.touched()
         switch (unwrapInboundIn(data), state) {
         case (.head(let head), .idle):
