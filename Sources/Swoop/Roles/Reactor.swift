@@ -497,6 +497,11 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     let ipSlot: Int
     /// The HTTP side of the connection, on an HTTP listener.
     weak var http: HTTPSession?
+    /// Cuts the stream into packets on a listener with framing; nil when each read is a packet.
+    private var packets: PacketReader?
+    /// The channel went inactive or its stream failed to frame: nothing more it sent is
+    /// handed over (no packet after the close event).
+    private var closing = false
 
     init(id: UInt64, sequence: UInt64, listener: Int, reactor: Reactor, channel: Channel, serverPort: Int) {
         self.id = id
@@ -521,9 +526,9 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         if framing.openHTTPProtocol {
             try HTTPSession.install(on: pipeline, for: connection, framing: framing)
         } else if framing.openEOFSplit {
-            try pipeline.addHandler(ByteToMessageHandler(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
+            connection.packets = PacketReader(.eof(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
         } else if framing.openLengthCheck {
-            try pipeline.addHandler(ByteToMessageHandler(LengthFieldFramer(
+            connection.packets = PacketReader(.length(LengthFieldFramer(
                 lengthType: framing.packageLengthType, lengthOffset: framing.packageLengthOffset,
                 bodyOffset: framing.packageBodyOffset, maxLength: framing.packageMaxLength)))
         }
@@ -544,9 +549,23 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         touched()
         reading = true
-        reactor.dispatch(self, unwrapInboundIn(data))
+        guard var reader = packets else { return reactor.dispatch(self, unwrapInboundIn(data)) }
+        // Taken out while it runs: a base-mode handler may close the connection from inside
+        // a dispatch, and the close must not reach the reader in the middle of its read.
+        packets = nil
+        do {
+            try reader.read(unwrapInboundIn(data)) { packet in
+                reactor.dispatch(self, packet)
+                return !closing
+            }
+        } catch {
+            closing = true
+            return failed(context: context, error)
+        }
+        if !closing { packets = reader }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -587,6 +606,19 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if var reader = packets {
+            // The packets still whole in what was read go before the close event.
+            packets = nil
+            do {
+                try reader.finish { packet in
+                    reactor.dispatch(self, packet)
+                    return true
+                }
+            } catch {
+                failed(context: context, error)
+            }
+        }
+        closing = true
         reactor.remove(self)
         context.fireChannelInactive()
     }
@@ -600,6 +632,11 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failed(context: context, error)
+    }
+
+    /// Logs why the connection fails and closes it.
+    private func failed(context: ChannelHandlerContext, _ error: Error) {
         if error is HTTPParserError {
             // HTTPServerProtocolErrorHandler has already answered 400.
             reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
