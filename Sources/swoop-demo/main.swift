@@ -201,7 +201,7 @@ enum HTTPRoutes {
             let text = request.query["text"] ?? ""
             let done = try await server.taskwait(DemoJob(text: text), as: DemoResult.self, timeout: .seconds(10))
             try response.end("taskwait-done by=\(done.by) pid=\(done.pid) \(done.text)")
-        case (.get, "/stream"):
+        case (.get, "/stream"), (.head, "/stream"):
             // Parts sent as they are made, with chunked transfer encoding.
             let parts = request.query["parts"].flatMap(Int.init) ?? 3
             for index in 0..<parts { try response.write("part \(index)\n") }

@@ -133,7 +133,16 @@ class HTTPTests: SwoopTestCase {
     }
 
     func testMalformedRequestsGet400AndClose() throws {
-        let server = try startHTTP(["--worker-num", "1"])
+        try malformedRequestsGet400AndClose(["--worker-num", "1"])
+    }
+
+    func testMalformedRequestsGet400AndCloseWithCompressionOn() throws {
+        // The 400 goes past the compressor, which has no request to pair it with.
+        try malformedRequestsGet400AndClose(["--worker-num", "1", "--http-compression"])
+    }
+
+    private func malformedRequestsGet400AndClose(_ flags: [String]) throws {
+        let server = try startHTTP(flags)
         for garbage in ["GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n",
                         "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
                         "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
@@ -193,6 +202,25 @@ class HTTPTests: SwoopTestCase {
         // Had a body been sent, it would be read as the next response's status line.
         let next = try client.get("/")
         XCTAssertEqual(next.text, "Hello, World!")
+    }
+
+    func testHeadOfAStreamedResponseIsTheHeadAloneThenTheConnectionCloses() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        let head = try client.get("/stream?parts=3", method: "HEAD")
+        XCTAssertEqual(head.status, 200)
+        XCTAssertEqual(head.headers["connection"], "close", "the length is unknown and no body follows")
+        XCTAssertTrue(client.isClosedByPeer(timeout: 5))
+        XCTAssertEqual(client.socket.bufferedByteCount, 0, "neither a part nor the last chunk was sent")
+    }
+
+    func testAMalformedRequestBehindAPendingOneIsAnsweredAfterIt() throws {
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        try client.send(RawHTTPClient.request("GET", "/sleep?ms=200") + "GARBAGE\r\n\r\n")
+        XCTAssertEqual(try client.readResponse().text, "slept 200", "the request before the garbage is answered")
+        XCTAssertEqual(try client.readResponse().status, 400)
+        XCTAssertTrue(client.isClosedByPeer(timeout: 5))
     }
 
     func testHTTP10ClosesUnlessKeepAlive() throws {

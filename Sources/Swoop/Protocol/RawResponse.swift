@@ -6,16 +6,10 @@ import NIOHTTP1
 ///
 /// NIO's path costs about as much as the rest of a request's handling together: the head
 /// becomes an `HTTPHeaders` (each edit a case-insensitive scan), and head, body and end each
-/// travel through four outbound handlers. Here the worker's header pairs are written
-/// straight into a buffer with the body. NIO's handlers still see a response go by (a
-/// minimal marker head, then the end), so the pipelining handler releases the next request
-/// and every handler's state stays what it would be; the `RawResponseTap` below the encoder
-/// puts the real bytes in place of the marker's encoding.
+/// travel through the outbound handlers, cast back from `NIOAny` at each. Here the worker's
+/// header pairs are written straight into a buffer with the body, which `HTTPSession`
+/// writes past the encoder.
 enum RawResponse {
-    /// What goes through the pipeline in place of the real head. Its Content-Length keeps the
-    /// encoder from chunking, so the end that follows writes nothing.
-    static let markerHead = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("content-length", "0")]))
-
     /// Encodes the response NIO's path would have written, or nil when it is not the common
     /// case (then `HTTPSession` takes NIO's path, or answers 500 for a field HTTP does not allow).
     ///
@@ -134,25 +128,5 @@ enum RawResponse {
             index += 1
         }
         return true
-    }
-}
-
-/// Sits just below NIO's response encoder: when a raw response is pending, the encoder's
-/// bytes for the marker head are replaced by it. Everything else passes untouched.
-final class RawResponseTap: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = IOData
-    typealias OutboundOut = IOData
-
-    /// The encoded response to send in place of the next thing the encoder writes (the
-    /// marker head, written right after this is set, on the same loop turn).
-    var pending: ByteBuffer?
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if let raw = pending {
-            pending = nil
-            context.write(wrapOutboundOut(.byteBuffer(raw)), promise: promise)
-        } else {
-            context.write(data, promise: promise)
-        }
     }
 }

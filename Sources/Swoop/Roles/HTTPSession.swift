@@ -7,15 +7,21 @@ import NIOHTTP1
 import NIOHTTPCompression
 
 /// The master's side of one HTTP connection, in its reactor thread. NIOHTTP1 parses the
-/// requests and encodes the responses; this handler gathers each request whole, hands it
-/// to a worker, and writes the worker's answer back.
+/// requests (llhttp); this handler gathers each request whole, hands it to a worker, and
+/// writes the worker's answer back: the common response as bytes of its own
+/// (`RawResponse`), past NIO's encoder, and the others through that encoder.
 ///
-/// NIO's `HTTPServerPipelineHandler` sits before it and hands over one request at a time:
-/// the next pipelined request is held (and reading paused) until this one's response has
-/// ended. That is what keeps responses in request order, whichever workers answer them.
-/// `HTTPReadAhead`, below it, keeps the socket reading while only one request is in hand.
-final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
+/// It takes one request at a time, which keeps responses in request order whichever
+/// workers answer them: the parts of a pipelined request are held until the response in
+/// hand has ended, and reading pauses while any are held. It does this itself rather than
+/// with NIO's `HTTPServerPipelineHandler` (and its `HTTPServerProtocolErrorHandler`):
+/// that handler paused reading around every request whose answer was not written within
+/// the read, which in process mode is every request (two `epoll_ctl` calls each), and
+/// each response had to pass it, and the encoder, as NIO parts, cast back from `NIOAny` at
+/// every handler. Together that was a fifth of the master's instructions per request.
+final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
@@ -47,16 +53,28 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     private(set) var sendingFile = false
     /// Request heads received, to tell whether a new request began meanwhile.
     private var headsSeen = 0
-    /// Where this counts the request parts it receives, whatever the state: `HTTPReadAhead`
-    /// compares them with the parts it passed up, to tell that none are held back.
-    private var arrivals: HTTPReadAhead.Arrivals?
+    /// What arrived while a response was pending (pipelining), taken in order once it ends.
+    private var held = CircularBuffer<Held>()
+    private enum Held {
+        case part(HTTPServerRequestPart)
+        case inputClosed
+        case parseError(Error)
+    }
+    /// The channel asked for a read while requests were held: it is passed on once they are taken.
+    private var readWithheld = false
+    /// `takeHeld` is running (a request it hands on may be answered at once, in base mode).
+    private var takingHeld = false
     /// The client will send nothing more: close once the response in hand has ended.
     private var inputClosed = false
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
     var heldBy: ObjectIdentifier?
 
-    /// Below NIO's response encoder: takes the bytes of a response encoded by `RawResponse`.
-    var tap: RawResponseTap?
+    /// NIO's response encoder's place: writing from it puts bytes past the encoder (and
+    /// the compressor), straight to the socket.
+    private var wire: ChannelHandlerContext?
+    /// Responses may be written as `RawResponse` bytes: not when they may be compressed
+    /// (the compressor pairs each response it sees with a request, so it must see them all).
+    private var rawResponses = false
 
     /// Where static files come from, when this listener serves them.
     private let staticFiles: StaticFileSettings?
@@ -72,30 +90,27 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Adds an HTTP connection's handlers, up to and including its session (the connection
-    /// itself goes after): NIO's parser (llhttp), `HTTPReadAhead`, NIO's pipelining guard (one
-    /// request at a time, responses in order) and its 400 for a request it cannot parse; the compressor
-    /// when enabled, or else the tap that takes `RawResponse`'s bytes.
+    /// itself goes after): NIO's response encoder and request parser (llhttp), then the
+    /// compressor when enabled.
+    ///
+    /// The parser is not paired with the encoder (as `configureHTTPServerPipeline` pairs
+    /// them, so that the encoder can leave out the body of a response to HEAD): most
+    /// responses never pass the encoder, and the session leaves out those bodies itself.
     @discardableResult
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
                         framing: ProtocolSettings) throws -> HTTPSession {
-        // Without NIO's response header validator: the worker's header fields are checked
-        // here, once (`hasInvalidField`), and the master's own are constants.
-        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withServerUpgrade: nil,
-                                                 withErrorHandling: true, withOutboundHeaderValidation: false)
-        let readAhead = HTTPReadAhead()
-        try pipeline.addHandler(readAhead, position: .before(try pipeline.handler(type: HTTPServerPipelineHandler.self)))
+        let encoder = HTTPResponseEncoder()
+        try pipeline.addHandler(encoder)
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
         let session = HTTPSession(connection: connection, settings: framing)
-        session.arrivals = readAhead.arrivals
         if framing.httpCompression {
-            // After the pipelining guard, so it pairs each response with the
-            // Accept-Encoding of the request it answers.
+            // The compressor pairs each response with the Accept-Encoding of the request it
+            // answers, in order: every response passes it, none goes past the encoder.
             try pipeline.addHandler(HTTPResponseCompressor(
                 responseCompressionPredicate: compressionPredicate(minLength: framing.httpCompressionMinLength)))
-        } else {
-            let tap = RawResponseTap()
-            try pipeline.addHandler(tap, position: .before(try pipeline.handler(type: HTTPResponseEncoder.self)))
-            session.tap = tap
         }
+        session.rawResponses = !framing.httpCompression
+        session.wire = try pipeline.context(handler: encoder)
         connection.http = session
         try pipeline.addHandler(session)
         return session
@@ -120,7 +135,19 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer = nil
+        held.removeAll()
         self.context = nil
+        wire = nil
+    }
+
+    /// Reading pauses while pipelined requests are held, so that a client cannot make the
+    /// master buffer more than one read's worth of them.
+    func read(context: ChannelHandlerContext) {
+        if held.isEmpty {
+            context.read()
+        } else {
+            readWithheld = true
+        }
     }
 
     /// The client shut down its sending side (allowed on HTTP listeners): it still reads, so
@@ -130,6 +157,11 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             context.fireUserInboundEventTriggered(event)
             return
         }
+        if !held.isEmpty { return held.append(.inputClosed) }
+        inputEnded()
+    }
+
+    private func inputEnded() {
         switch state {
         case .idle, .reading: closeNow(reason: nil)
         case .waiting, .responding: inputClosed = true
@@ -140,9 +172,66 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
     // MARK: Requests
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        arrivals?.count &+= 1
         connection.touched()
-        switch (unwrapInboundIn(data), state) {
+        let part = unwrapInboundIn(data)
+        if case .closing = state { return }
+        if !held.isEmpty || responsePending { return held.append(.part(part)) }
+        take(part, context: context)
+    }
+
+    /// A response is being waited for or written: what arrives now belongs to a later request.
+    private var responsePending: Bool {
+        switch state {
+        case .waiting, .responding: return true
+        case .idle, .reading, .closing: return false
+        }
+    }
+
+    /// A request that NIO's parser cannot parse gets a 400, once the responses before it
+    /// are out (none can be sent once one has begun), and the connection closes;
+    /// `ClientConnection` logs it and closes.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
+        if !held.isEmpty || responsePending { return held.append(.parseError(error)) }
+        badRequest(error)
+    }
+
+    private func badRequest(_ error: Error) {
+        guard let context else { return }
+        if case .closing = state {} else {
+            state = .closing
+            timer = nil
+            // Past the compressor, which has no request to pair it with.
+            wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: HTTPSession.badRequest)), promise: nil)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    /// NIO's error handler's answer, byte for byte.
+    static let badRequest: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+    /// Takes what was held while the response just ended was pending, up to the next request
+    /// that needs a worker (or until the connection closes), then lets reading go on.
+    private func takeHeld() {
+        guard !takingHeld, let context else { return }
+        takingHeld = true
+        defer { takingHeld = false }
+        while !held.isEmpty && !responsePending {
+            if case .closing = state { held.removeAll(); break }
+            switch held.removeFirst() {
+            case .part(let part): take(part, context: context)
+            case .inputClosed: inputEnded()
+            case .parseError(let error): badRequest(error)
+            }
+        }
+        if held.isEmpty && readWithheld {
+            readWithheld = false
+            context.read()
+        }
+    }
+
+    private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch (part, state) {
         case (.head(let head), .idle):
             timer = nil
             headsSeen &+= 1
@@ -195,7 +284,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         case (_, .closing):
             break
         case (let part, _):
-            // HTTPServerPipelineHandler delivers one request at a time, so this is a bug.
+            // The parts of a pipelined request are held while a response is pending, so this is a bug.
             connection.reactor.core.logger.error("connection \(connection.id): unexpected HTTP part \(part); closing it")
             closeNow(reason: nil)
         }
@@ -232,6 +321,7 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         }
         StaticFiles.write(answer.response, file: answer.file, version: head.version, extraHeaders: extra,
                           context: context, promise: done)
+        if !close { takeHeld() }
         return true
     }
 
@@ -259,19 +349,12 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         }
         timer = nil
         // RawResponse checks the fields itself (and declines invalid ones).
-        if end, let tap, !settings.httpCompression,
+        if end, rawResponses,
            let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, request: request,
                                                    allocator: context.channel.allocator) {
-            tap.pending = bytes
-            context.write(wrapOutboundOut(.head(RawResponse.markerHead)), promise: nil)
-            guard tap.pending == nil else {
-                // The head never reached the encoder (a handler on the way refused it).
-                tap.pending = nil
-                return closeNow(reason: "a response could not be written")
-            }
             // A response that fits a socket buffer leaves at once: the wait for the next
             // request starts now, without a promise to learn when it was written.
-            return finish(close: close, leavesAtOnce: bytes.readableBytes <= 64 * 1024)
+            return finish(close: close, last: .raw(bytes), leavesAtOnce: bytes.readableBytes <= 64 * 1024)
         }
         guard !Self.hasInvalidField(headers) else {
             return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
@@ -290,9 +373,15 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
             close = true
         }
         if noBody { fields.remove(name: "Content-Length") }
+        if !end && request.method == .HEAD {
+            // No body goes out, and its length is not known: the connection ends with it.
+            close = true
+        }
         let head = responseHead(status, fields, for: request, close: close)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if body.readableBytes > 0 && !noBody { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        if body.readableBytes > 0 && !noBody && request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
         if end {
             finish(close: close)
         } else {
@@ -303,7 +392,14 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
 
     /// More of a worker's response body; `end`: its last part.
     func responseBody(sequence: UInt32, data: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .responding(_, let close) = state, let context else { return }
+        guard sequence == self.sequence, case .responding(let request, let close) = state, let context else { return }
+        // The encoder is not told which request a response answers: the session leaves out
+        // the body of a response to HEAD, and its end (the head of a stream to HEAD says
+        // chunked, and the encoder would write the last chunk; the connection closes instead).
+        if request.method == .HEAD {
+            if end { finish(close: true, last: .nothing) }
+            return
+        }
         if data.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil) }
         if end { finish(close: close) } else { context.flush() }
     }
@@ -418,7 +514,9 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         let close = !request.isKeepAlive || fields.first(name: "Connection")?.lowercased() == "close"
         context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: close))), promise: nil)
-        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        if body.readableBytes > 0 && request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
         finish(close: close)
     }
 
@@ -432,43 +530,56 @@ final class HTTPSession: ChannelInboundHandler, @unchecked Sendable {
         let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count)),
                                   ("Connection", "close")])
         context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: true))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+        if request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
+        }
         finish(close: true)
     }
 
-    /// Ends the response in hand; the connection then takes the next request or closes.
-    private func finish(close: Bool, leavesAtOnce: Bool = false) {
+    /// What ends a response: NIO's end (through the encoder), a whole response encoded by
+    /// `RawResponse` (past it), or nothing (a stream to HEAD, cut short by the close).
+    private enum LastWrite {
+        case end
+        case raw(ByteBuffer)
+        case nothing
+    }
+
+    /// Ends the response in hand; the connection then takes the next request (held ones
+    /// first) or closes.
+    private func finish(close: Bool, last: LastWrite = .end, leavesAtOnce: Bool = false) {
         guard let context else { return }
-        if leavesAtOnce && !close && !inputClosed {
-            state = .idle
-            let mark = headsSeen
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            // The end may have released a pipelined request, whose own timeout now runs.
-            guard case .idle = state, headsSeen == mark else { return }
-            armTimer(settings.httpHeaderTimeout) { session in
-                session.closeNow(reason: nil)
-            }
+        let closing = close || inputClosed
+        state = closing ? .closing : .idle
+        let flushed = leavesAtOnce && !closing ? nil : context.eventLoop.makePromise(of: Void.self)
+        switch last {
+        case .end: context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)
+        case .raw(let bytes):
+            if let wire { wire.writeAndFlush(NIOAny(bytes), promise: flushed) } else { flushed?.succeed(()) }
+        case .nothing:
+            context.flush()
+            flushed?.succeed(())
+        }
+        if closing {
+            flushed?.futureResult.whenComplete { [self] _ in lingeringClose() }
             return
         }
-        if close || inputClosed {
-            state = .closing
-            let flushed = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)
-            flushed.futureResult.whenComplete { [self] _ in lingeringClose() }
-        } else {
-            state = .idle
-            let flushed = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)
+        let mark = headsSeen
+        if let flushed {
             // The wait for the next request starts once this response has left, not when it
             // was queued: a large file to a slow client may take longer than the timeout.
-            let mark = headsSeen
             flushed.futureResult.whenSuccess { [self] in
                 guard case .idle = state, headsSeen == mark else { return }
                 armTimer(settings.httpHeaderTimeout) { session in
                     session.closeNow(reason: nil)
                 }
             }
+        } else {
+            armTimer(settings.httpHeaderTimeout) { session in
+                session.closeNow(reason: nil)
+            }
         }
+        // A held request's own timeout replaces the wait armed above.
+        takeHeld()
     }
 
     /// Closes the sending side first and the socket a moment later. Closing at once while

@@ -217,6 +217,9 @@ final class LineClient {
         return try readLine(timeout: deadline.remaining)
     }
 
+    /// Bytes received and not read yet.
+    var bufferedByteCount: Int { buffer.count }
+
     /// Whether input (a reply or EOF) is waiting, or arrives within `timeout` seconds.
     /// Nothing is consumed; with the default timeout of 0 it never blocks.
     func hasInput(within timeout: TimeInterval = 0) -> Bool {

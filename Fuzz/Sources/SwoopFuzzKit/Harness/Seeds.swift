@@ -189,6 +189,10 @@ public enum FuzzSeeds {
             "GET / HTTP/1.1\r\nAccept-Encoding: gzip, deflate\r\n\r\n",
             "BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /\u{0} HTTP/1.1\r\n\r\n",
+            // Garbage, alone and behind a request, with compression on: the 400 must not pass
+            // the compressor, which has no request to pair it with.
+            "NOT HTTP\u{d0}\r\n\r\n",
+            "GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\nNOT HTTP\r\n\r\n",
         ]
         var seeds: [[UInt8]] = []
         for (index, request) in requests.enumerated() {
@@ -196,7 +200,7 @@ public enum FuzzSeeds {
             // default limits elsewhere; cuts of every kind.
             var options: UInt8 = 2 << 1  // 64 KiB bodies
             if request.contains("a.txt") { options |= 8 }
-            if request.contains("gzip") { options |= 1 }
+            if request.contains("gzip") || request.hasPrefix("NOT") { options |= 1 }
             if index == 4 { options = 0 }  // 64-byte bodies: the 413 path
             if index == 5 { options |= 16 }  // the clock jumps
             if index == 6 { options |= 32 }  // half-close
