@@ -24,7 +24,9 @@ struct ByteWriter {
         return base + offset
     }
 
-    mutating func put(_ text: StaticString) {
+    /// A literal. (Labelled: unlabelled, a literal argument would pick the `String`
+    /// overload, Swift's default literal type, at several times the cost.)
+    mutating func put(literal text: StaticString) {
         let count = text.utf8CodeUnitCount
         memcpy(reserve(count), text.utf8Start, count)
     }

@@ -58,36 +58,36 @@ enum RawResponse {
 
         var buffer = allocator.buffer(capacity: size + length)
         buffer.write(exactly: size) { out in
-            out.put(http10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            if http10 { out.put(literal: "HTTP/1.0 ") } else { out.put(literal: "HTTP/1.1 ") }
             out.put(decimal: code)
-            out.put(" ")
+            out.put(literal: " ")
             out.put(reason)
-            out.put("\r\n")
+            out.put(literal: "\r\n")
             for pair in headers where kept(pair) {
                 out.put(pair.name)
-                out.put(": ")
+                out.put(literal: ": ")
                 out.put(pair.value)
-                out.put("\r\n")
+                out.put(literal: "\r\n")
             }
-            out.put("Content-Length: ")
+            out.put(literal: "Content-Length: ")
             out.put(decimal: length)
-            out.put("\r\n")
+            out.put(literal: "\r\n")
             if !hasServer {
-                out.put("Server: ")
+                out.put(literal: "Server: ")
                 out.put(HTTPDate.serverName)
-                out.put("\r\n")
+                out.put(literal: "\r\n")
             }
             if !hasDate {
-                out.put("Date: ")
+                out.put(literal: "Date: ")
                 out.put(date)
-                out.put("\r\n")
+                out.put(literal: "\r\n")
             }
             if close {
-                out.put("Connection: close\r\n")
+                out.put(literal: "Connection: close\r\n")
             } else if http10 {
-                out.put("Connection: keep-alive\r\n")
+                out.put(literal: "Connection: keep-alive\r\n")
             }
-            out.put("\r\n")
+            out.put(literal: "\r\n")
         }
         buffer.writeImmutableBuffer(body)
         return (buffer, close)
