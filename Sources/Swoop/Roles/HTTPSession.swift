@@ -18,7 +18,7 @@ import NIOHTTPCompression
 /// that handler paused reading around every request whose answer was not written within
 /// the read, which in process mode is every request (two `epoll_ctl` calls each), and
 /// each response had to pass it, and the encoder, as NIO parts, cast back from `NIOAny` at
-/// every handler. Together that was a fifth of the master's instructions per request.
+/// every handler. Together that was over a quarter of the master's instructions per request.
 final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
