@@ -638,7 +638,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Logs why the connection fails and closes it.
     private func failed(context: ChannelHandlerContext, _ error: Error) {
         if error is HTTPParserError {
-            // HTTPServerProtocolErrorHandler has already answered 400.
+            // HTTPSession has already answered 400 (or a response to this request had begun).
             reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
             reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
         } else if let framing = error as? FramingError {
