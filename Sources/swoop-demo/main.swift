@@ -128,7 +128,10 @@ struct Start: ParsableCommand {
         }
         server.onWorkerStart { server, id in server.logger.info("onWorkerStart id=\(id) pid=\(server.workerPid)") }
         server.onWorkerStop { server, id in server.logger.info("onWorkerStop id=\(id) pid=\(server.workerPid)") }
+        // The hot commands are answered before entering the general handler: its async
+        // frame, sized for every command, cost about 1k instructions more per packet.
         server.onReceive { server, connection, reactorId, data in
+            if let reply = LineCommands.quickReply(data) { return try server.send(connection, reply) }
             try await LineCommands.handle(server, connection, reactorId, data)
         }
         server.onRequest { request, response in
@@ -256,11 +259,8 @@ enum LineCommands {
     static let taskConnections = Mutex<[TaskID: ConnectionID]>([:])
     static let neverSet = Atomic<Bool>(false)
 
+    /// Every command; `quickReply` answers the hot ones before this is entered.
     static func handle(_ server: Server, _ connection: ConnectionID, _ reactorId: Int, _ data: ByteBuffer) async throws {
-        if let reply = quickReply(data) {
-            try server.send(connection, reply)
-            return
-        }
         // Trimmed as bytes: in a Swift String "\r\n" is one Character, so a suffix test for
         // "\n" would miss it.
         var bytes = data.readableBytesView[...]
