@@ -183,6 +183,11 @@ enum HTTPRoutes {
         switch (request.method, request.path) {
         case (.get, "/"), (.head, "/"):
             try response.end("Hello, World!")
+        case (.get, "/send"):
+            // Raw bytes with Server.send ahead of the response, as Swoole's $server->send on
+            // an HTTP connection: the handler takes charge of what the client makes of them.
+            try server.send(request.connection, request.query["text"] ?? "raw")
+            try response.end("sent")
         case (.get, "/whoami"):
             try response.end("worker=\(server.workerId) pid=\(server.workerPid) conn=\(request.connection) reactor=\(request.reactorId)")
         case (.get, "/sleep"):

@@ -193,6 +193,16 @@ class HTTPTests: SwoopTestCase {
         XCTAssertTrue(client.isClosedByPeer(timeout: 5))
     }
 
+    func testServerSendOnAnHTTPConnectionWritesRawBytes() throws {
+        // The HTTP handlers take only HTTP parts: the bytes go past them (it crashed the master).
+        let server = try startHTTP(["--worker-num", "1"])
+        let client = try raw(server)
+        try client.send(RawHTTPClient.request("GET", "/send?text=raw%20line%0A"))
+        XCTAssertEqual(try client.socket.readLine(timeout: 10), "raw line")
+        XCTAssertEqual(try client.readResponse().text, "sent")
+        XCTAssertEqual(try client.get("/").text, "Hello, World!", "the connection goes on")
+    }
+
     func testHeadHasNoBody() throws {
         let server = try startHTTP(["--worker-num", "1"])
         let client = try raw(server)

@@ -111,6 +111,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
         session.rawResponses = !framing.httpCompression
         session.wire = try pipeline.context(handler: encoder)
+        connection.output = session.wire
         connection.http = session
         try pipeline.addHandler(session)
         return session
@@ -121,9 +122,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        armTimer(settings.httpHeaderTimeout) { session in
-            session.closeNow(reason: nil)
-        }
+        awaitNextRequest()
         context.fireChannelActive()
     }
 
@@ -202,13 +201,13 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             state = .closing
             timer = nil
             // Past the compressor, which has no request to pair it with.
-            wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: HTTPSession.badRequest)), promise: nil)
+            wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: HTTPSession.badRequestBytes)), promise: nil)
         }
         context.fireErrorCaught(error)
     }
 
     /// NIO's error handler's answer, byte for byte.
-    static let badRequest: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    static let badRequestBytes: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
     /// Takes what was held while the response just ended was pending, up to the next request
     /// that needs a worker (or until the connection closes), then lets reading go on.
@@ -315,9 +314,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             sendingFile = false
             if close { return lingeringClose() }
             guard case .idle = state, headsSeen == mark else { return }
-            armTimer(settings.httpHeaderTimeout) { session in
-                session.closeNow(reason: nil)
-            }
+            awaitNextRequest()
         }
         StaticFiles.write(answer.response, file: answer.file, version: head.version, extraHeaders: extra,
                           context: context, promise: done)
@@ -379,9 +376,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
         let head = responseHead(status, fields, for: request, close: close)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if body.readableBytes > 0 && !noBody && request.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
+        if !noBody { writeBody(body, for: request) }
         if end {
             finish(close: close)
         } else {
@@ -400,7 +395,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             if end { finish(close: true, last: .nothing) }
             return
         }
-        if data.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil) }
+        writeBody(data, for: request)
         if end { finish(close: close) } else { context.flush() }
     }
 
@@ -514,9 +509,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         let close = !request.isKeepAlive || fields.first(name: "Connection")?.lowercased() == "close"
         context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: close))), promise: nil)
-        if body.readableBytes > 0 && request.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
+        writeBody(body, for: request)
         finish(close: close)
     }
 
@@ -530,10 +523,16 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count)),
                                   ("Connection", "close")])
         context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: true))), promise: nil)
-        if request.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: text)))), promise: nil)
-        }
+        writeBody(context.channel.allocator.buffer(string: text), for: request)
         finish(close: true)
+    }
+
+    /// Writes a part of a response's body through the encoder; none for a response to HEAD.
+    /// (The encoder is not told which request a response answers, see `install`, so the
+    /// session leaves those bodies out: this is the one place that writes body bytes.)
+    private func writeBody(_ data: ByteBuffer, for request: HTTPRequestHead) {
+        guard data.readableBytes > 0, request.method != .HEAD, let context else { return }
+        context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil)
     }
 
     /// What ends a response: NIO's end (through the encoder), a whole response encoded by
@@ -569,14 +568,10 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             // was queued: a large file to a slow client may take longer than the timeout.
             flushed.futureResult.whenSuccess { [self] in
                 guard case .idle = state, headsSeen == mark else { return }
-                armTimer(settings.httpHeaderTimeout) { session in
-                    session.closeNow(reason: nil)
-                }
+                awaitNextRequest()
             }
         } else {
-            armTimer(settings.httpHeaderTimeout) { session in
-                session.closeNow(reason: nil)
-            }
+            awaitNextRequest()
         }
         // A held request's own timeout replaces the wait armed above.
         takeHeld()
@@ -629,6 +624,12 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
                 || type.hasPrefix("application/xml") || type.hasPrefix("image/svg+xml") || type.hasSuffix("+json")
             return text ? .compressIfPossible : .doNotCompress
         }
+    }
+
+    /// The wait for the next request's head (also the keep-alive idle time): when it runs
+    /// out the connection closes.
+    private func awaitNextRequest() {
+        armTimer(settings.httpHeaderTimeout) { session in session.closeNow(reason: nil) }
     }
 
     private func armTimer(_ seconds: Double, _ body: @escaping (HTTPSession) -> Void) {

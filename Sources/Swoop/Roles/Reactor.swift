@@ -467,10 +467,12 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// This handler's place in the pipeline: replies are written from here, straight to
-    /// the socket, rather than through `Channel.write`, which walks the whole pipeline and
-    /// wraps each buffer through generic code (a runtime metadata lookup per write).
-    private var context: ChannelHandlerContext?
+    /// Where a worker's bytes for the client are written from, straight to the socket rather
+    /// than through `Channel.write`, which walks the whole pipeline and wraps each buffer
+    /// through generic code (a runtime metadata lookup per write): this handler's place, or
+    /// on an HTTP connection NIO's response encoder's, past the HTTP handlers (which take
+    /// only HTTP parts), for `Server.send` on it, as Swoole's `send` on an HTTP connection.
+    var output: ChannelHandlerContext?
 
     let id: UInt64
     let listener: Int
@@ -569,25 +571,25 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
+        if output == nil { output = context }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+        output = nil
     }
 
     /// Writes (and flushes) bytes to the client.
     func write(_ data: ByteBuffer, flush: Bool) {
-        guard let context else { return }
+        guard let output else { return }
         if flush {
-            context.writeAndFlush(wrapOutboundOut(data), promise: nil)
+            output.writeAndFlush(wrapOutboundOut(data), promise: nil)
         } else {
-            context.write(wrapOutboundOut(data), promise: nil)
+            output.write(wrapOutboundOut(data), promise: nil)
         }
     }
 
     func flush() {
-        context?.flush()
+        output?.flush()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -263,18 +263,22 @@ public enum HTTPFuzz {
                 collect(fixture: fixture)
                 guard !pending.isEmpty else { return }
                 let (sequence, method) = pending.removeFirst()
-                answer(sequence: sequence, method: method, session: session, channel: channel, answers: &answers,
+                answer(fixture: fixture, sequence: sequence, method: method, session: session, channel: channel, answers: &answers,
                        clockJumps: clockJumps)
             }
             fuzzFail("more than 64 rounds of requests and answers from one read")
         }
 
-        private func answer(sequence: UInt32, method: String, session: HTTPSession, channel: EmbeddedChannel,
+        private func answer(fixture: Fixture, sequence: UInt32, method: String, session: HTTPSession, channel: EmbeddedChannel,
                             answers: inout SplitMix64, clockJumps: Bool) {
             let body = ByteBuffer(string: String(repeating: "hello world ", count: Int(answers.next() % 8)))
             let text = [HTTPWirePair(name: "Content-Type", value: "text/plain")]
-            switch answers.next() % 10 {
+            switch answers.next() % 11 {
             case 0:
+                session.response(sequence: sequence, status: 200, headers: text, body: body, end: true)
+            case 10:
+                // Server.send on the HTTP connection (raw bytes past the HTTP encoding), then the response.
+                fixture.reactor.apply(batch: [.send(connection: connection, data: body)])
                 session.response(sequence: sequence, status: 200, headers: text, body: body, end: true)
             case 1:
                 session.response(sequence: sequence, status: 200, headers: text, body: body, end: false)
