@@ -68,7 +68,7 @@ final class HTTPSessionTests: XCTestCase {
         var targets: [String] = []
         while var frames = try? workerLink.readOutbound(as: ByteBuffer.self) {
             while frames.readableBytes > 0, let message = try? IPCCodec.decode(&frames, maxFrameLength: 1 << 20) {
-                if case .httpRequest(_, _, _, let head, _) = message { targets.append(head.target) }
+                if case .httpRequest(_, _, _, let head, _) = message { targets.append(head.uri) }
             }
         }
         return targets

@@ -6,8 +6,8 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// An HTTP request, parsed in the master's reactor and handed whole to a worker (Swoole's
-/// `Swoole\Http\Request`). Its head is a swift-http-types ``HTTPRequest``.
+/// An HTTP request, framed in the master's reactor and handed whole to a worker, which
+/// reads its head (Swoole's `Swoole\Http\Request`). Its head is a swift-http-types ``HTTPRequest``.
 ///
 /// ```swift
 /// server.onRequest { request, response in
@@ -43,25 +43,27 @@ public struct Request: Sendable {
     /// The reactor thread that owns the connection.
     public var reactorId: Int
 
-    init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
+    init(head wire: RequestHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
         var fields = HTTPFields()
         var host: String?
-        for pair in wire.headers {
-            // NIO's parser only passes valid tokens as names; a name that still does not
-            // pass swift-http-types' check is dropped rather than failing the request.
+        wire.forEachField { name, value in
+            let value = String(decoding: value, as: UTF8.self)
             // swift-http-types carries Host as the request's authority, not as a field.
-            if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
-            guard let name = HTTPField.Name(pair.name) else { continue }
-            fields.append(HTTPField(name: name, value: pair.value))
+            if HTTPBytes.equalsIgnoringCase(name, "host") { host = value; return }
+            // The reactor passes only tokens as names; one that still fails
+            // swift-http-types' check is dropped rather than failing the request.
+            guard let name = HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return }
+            fields.append(HTTPField(name: name, value: value))
         }
-        let method = HTTPRequest.Method(wire.method) ?? .get
-        head = HTTPRequest(method: method, scheme: nil, authority: host, path: wire.target, headerFields: fields)
-        uri = wire.target
-        if let mark = wire.target.firstIndex(of: "?") {
-            path = String(wire.target[..<mark])
-            queryString = String(wire.target[wire.target.index(after: mark)...])
+        let target = wire.uri
+        let method = HTTPRequest.Method(wire.method.rawValue) ?? .get
+        head = HTTPRequest(method: method, scheme: nil, authority: host, path: target, headerFields: fields)
+        uri = target
+        if let mark = target.firstIndex(of: "?") {
+            path = String(target[..<mark])
+            queryString = String(target[target.index(after: mark)...])
         } else {
-            path = wire.target
+            path = target
             queryString = ""
         }
         // Each parsed only when there is something to parse (most requests have neither).
@@ -72,10 +74,10 @@ public struct Request: Sendable {
         let type = fields[.contentType]?.lowercased() ?? ""
         form = type.hasPrefix("application/x-www-form-urlencoded")
             ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
-        switch (wire.versionMajor, wire.versionMinor) {
+        switch (wire.version.major, wire.version.minor) {
         case (1, 1): version = "1.1"
         case (1, 0): version = "1.0"
-        default: version = "\(wire.versionMajor).\(wire.versionMinor)"
+        default: version = "\(wire.version.major).\(wire.version.minor)"
         }
         self.connection = connection
         self.reactorId = reactorId

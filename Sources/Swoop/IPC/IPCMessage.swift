@@ -86,10 +86,11 @@ enum IPCMessage: Sendable, Equatable {
     case activate(workerId: Int, generation: Int)
     /// A reload ended: every new worker took over, or it was rolled back (manager → master).
     case reloadDone(succeeded: Bool)
-    /// A whole HTTP request, parsed by the reactor (master → worker). `sequence` numbers the
+    /// A whole HTTP request, framed by the reactor: its head's bytes as received, and the
+    /// body decoded (master → worker). `sequence` numbers the
     /// requests of one connection, so that a late answer to a request the master already
     /// answered itself (503, 504) is recognised and dropped.
-    case httpRequest(connection: UInt64, reactor: Int, sequence: UInt32, head: HTTPWireHead, body: ByteBuffer)
+    case httpRequest(connection: UInt64, reactor: Int, sequence: UInt32, head: RequestHead, body: ByteBuffer)
     /// A response's head, with `body`; `end`: the response is complete, otherwise body parts
     /// follow in ``httpBody`` (worker → master).
     case httpResponse(connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool)
@@ -106,16 +107,6 @@ enum IPCMessage: Sendable, Equatable {
 struct HTTPWirePair: Sendable, Equatable {
     var name: String
     var value: String
-}
-
-/// A request head as the reactor parsed it: the method and target as sent, the version and
-/// the header lines.
-struct HTTPWireHead: Sendable, Equatable {
-    var method: String
-    var target: String
-    var versionMajor: Int
-    var versionMinor: Int
-    var headers: [HTTPWirePair]
 }
 
 /// How a task ended, on the wire.
@@ -168,23 +159,16 @@ enum IPCCodec {
             buffer.writeImmutableBuffer(data)
             return
         case let .httpRequest(connection, reactor, sequence, head, body):
-            let method = head.method.utf8.count, target = head.target.utf8.count
-            let fixed = 1 + 8 + 2 + 4 + 4 + method + 4 + target + 2
-            let headers = headersSize(head.headers)
-            buffer.write(exactly: headerSize + fixed + headers) { out in
-                out.put(bigEndian: UInt32(fixed + headers + body.readableBytes))
+            let fixed = 1 + 8 + 2 + 4 + 4
+            buffer.write(exactly: headerSize + fixed) { out in
+                out.put(bigEndian: UInt32(fixed + head.bytes.readableBytes + body.readableBytes))
                 out.put(Tag.httpRequest.rawValue)
                 out.put(bigEndian: connection)
                 out.put(bigEndian: UInt16(reactor))
                 out.put(bigEndian: sequence)
-                out.put(bigEndian: UInt32(method))
-                out.put(head.method)
-                out.put(bigEndian: UInt32(target))
-                out.put(head.target)
-                out.put(UInt8(truncatingIfNeeded: head.versionMajor))
-                out.put(UInt8(truncatingIfNeeded: head.versionMinor))
-                putHeaders(head.headers, into: &out)
+                out.put(bigEndian: UInt32(head.bytes.readableBytes))
             }
+            buffer.writeImmutableBuffer(head.bytes)
             buffer.writeImmutableBuffer(body)
             return
         case let .httpResponse(connection, sequence, status, headers, body, end):
@@ -406,15 +390,11 @@ enum IPCCodec {
             let connection: UInt64 = try read()
             let reactor = Int(try read(UInt16.self))
             let sequence: UInt32 = try read()
-            let method = try readString(&frame)
-            let target = try readString(&frame)
-            let major = Int(try read(UInt8.self))
-            let minor = Int(try read(UInt8.self))
-            let headers = try readHeaders(&frame)
-            return .httpRequest(connection: connection, reactor: reactor, sequence: sequence,
-                                head: HTTPWireHead(method: method, target: target, versionMajor: major,
-                                                   versionMinor: minor, headers: headers),
-                                body: frame)
+            let length = Int(try read(UInt32.self))
+            guard let bytes = frame.readSlice(length: length) else { throw DecodeError.malformed("request head length") }
+            // Read again here: the worker takes the fields from the bytes.
+            guard let head = try? RequestHead(parsing: bytes) else { throw DecodeError.malformed("request head") }
+            return .httpRequest(connection: connection, reactor: reactor, sequence: sequence, head: head, body: frame)
         case .httpResponse:
             let connection: UInt64 = try read()
             let sequence: UInt32 = try read()

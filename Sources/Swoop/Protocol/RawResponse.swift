@@ -16,7 +16,7 @@ enum RawResponse {
     /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
     /// to the body's (replacing the handler's, and placed last), Server and Date added when
     /// the handler set none, Connection set when closing or for HTTP/1.0.
-    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, request: HTTPRequestHead,
+    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, request: RequestHead,
                        allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
         let status = HTTPResponseStatus(statusCode: code)
         if case .custom = status { return nil }
@@ -95,38 +95,16 @@ enum RawResponse {
 
     /// RFC 9110 token characters, the rule NIO's header validator applies to names.
     static func isToken(_ text: String) -> Bool {
-        !text.utf8.isEmpty && text.utf8.allSatisfy(isTokenByte)
-    }
-
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
-        }
+        !text.utf8.isEmpty && text.utf8.allSatisfy(HTTPBytes.isTokenByte)
     }
 
     /// A field value as NIO's validator takes it: no control character but HTAB, no DEL.
     static func isFieldValue(_ text: String) -> Bool {
-        text.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
+        text.utf8.allSatisfy(HTTPBytes.isFieldValueByte)
     }
 
     /// ASCII case-insensitive equality with a lower-case constant.
     static func equalsIgnoringCase(_ text: String, _ lower: StaticString) -> Bool {
-        let utf8 = text.utf8
-        guard utf8.count == lower.utf8CodeUnitCount else { return false }
-        var index = 0
-        let base = lower.utf8Start
-        for byte in utf8 {
-            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-            if folded != base[index] { return false }
-            index += 1
-        }
-        return true
+        HTTPBytes.equalsIgnoringCase(text.utf8, lower)
     }
 }

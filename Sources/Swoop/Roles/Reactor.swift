@@ -270,14 +270,11 @@ final class Reactor: @unchecked Sendable {
     }
 
     /// Hands a whole HTTP request to a worker chosen by the dispatch mode.
-    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: HTTPRequestHead, body: ByteBuffer) {
+    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: RequestHead, body: ByteBuffer) {
         core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
         let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
                               sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: body)
-        let wire = HTTPWireHead(method: head.method.rawValue, target: head.uri,
-                                versionMajor: head.version.major, versionMinor: head.version.minor,
-                                headers: head.headers.map { HTTPWirePair(name: $0.name, value: $0.value) })
-        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: wire, body: body),
+        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: head, body: body),
                           toSlot: slot, connection: connection.id, isRequest: true)
         connection.http?.heldBy = holder.map(ObjectIdentifier.init)
     }
@@ -449,8 +446,7 @@ extension IPCMessage {
              .task(_, _, _, let data), .taskResult(_, _, _, let data):
             return data.readableBytes + 64
         case .httpRequest(_, _, _, let head, let body):
-            return body.readableBytes + head.target.utf8.count
-                + head.headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
+            return body.readableBytes + head.bytes.readableBytes + 64
         case .httpResponse(_, _, _, let headers, let body, _):
             return body.readableBytes + headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
         case .httpBody(_, _, let data, _):
@@ -639,7 +635,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Logs why the connection fails and closes it.
     private func failed(context: ChannelHandlerContext, _ error: Error) {
-        if error is HTTPParserError {
+        if error is HTTPRequestError {
             // HTTPSession has already answered 400 (or a response to this request had begun).
             reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
             reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)

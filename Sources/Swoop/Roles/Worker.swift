@@ -338,7 +338,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             return run(handlers.receive, ReceiveEvent(connection: ConnectionID(id), reactorId: reactor, data: data),
                        isRequest: true, what: "onReceive", connection: id, ordered: id)
         case let .httpRequest(id, reactor, sequence, head, body):
-            let request = Request(wire: head, body: body, connection: ConnectionID(id), reactorId: reactor)
+            let request = Request(head: head, body: body, connection: ConnectionID(id), reactorId: reactor)
             let response = Response(worker: self, connection: id, sequence: sequence,
                                     maxChunk: min(server.settings.bufferOutputSize / 2, 256 * 1024))
             guard handlers.request != nil else {

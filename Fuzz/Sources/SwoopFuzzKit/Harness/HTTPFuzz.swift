@@ -2,16 +2,16 @@
 //
 // The untrusted bytes of one client connection, cut into arbitrary reads, go through the
 // very pipeline `Master.adopt` builds for an HTTP listener, on an `EmbeddedChannel`: NIO's
-// parser (llhttp), its pipelining and error handlers, optionally the response compressor, then
-// Swoop's `HTTPSession` (request assembly, limits, timeouts, static files) and
-// `ClientConnection`, owned by a real `Reactor` of a real `MasterCore`. The worker end of the
+// response encoder, Swoop's `HTTPSession` (its parser, request assembly, limits, timeouts,
+// static files), optionally NIO's response compressor, and `ClientConnection`, owned by a
+// real `Reactor` of a real `MasterCore`. The worker end of the
 // IPC link is another `EmbeddedChannel`: every frame the reactor sends is decoded with
 // `IPCCodec`, turned into the worker's `Request` (query, cookies, form), and answered in one of
 // several ways (whole, streamed, 204/304 with a body, an interim status, late, or never, so
 // the 504 timeout fires), which lets pipelined requests through.
 //
-// Invariants: a request reaches the worker with a body within `packageMaxLength` and a head
-// within `HTTPSession.maxHeaderBytes`; its frame survives an IPC round trip; a static file
+// Invariants: a request reaches the worker with a body within `packageMaxLength`, a head
+// within `HTTPSession.maxHeaderBytes` and field names that are tokens; its frame survives an IPC round trip; a static file
 // sent lies inside the document root; when the connection is gone the reactor no longer
 // holds it; NIO's handlers never see a protocol violation from ours (they would trap).
 
@@ -229,13 +229,11 @@ public enum HTTPFuzz {
                         fuzzCheck(!closed, "a request after the close")
                         fuzzCheck(body.readableBytes <= framing.packageMaxLength,
                                   "a body of \(body.readableBytes) bytes passed packageMaxLength \(framing.packageMaxLength)")
-                        let headBytes = head.headers.reduce(head.target.utf8.count) {
-                            $0 + $1.name.utf8.count + $1.value.utf8.count + 4
-                        }
-                        fuzzCheck(headBytes <= HTTPSession.maxHeaderBytes, "a head of \(headBytes) bytes was passed on")
+                        let headBytes = head.bytes.readableBytes
+                        fuzzCheck(headBytes <= HTTPSession.maxHeaderBytes + 4, "a head of \(headBytes) bytes was passed on")
                         parse(head, body: body)
                         requests.append(id)
-                        pending.append((sequence, head.method))
+                        pending.append((sequence, head.method.rawValue))
                     default:
                         fuzzFail("the reactor sent \(message) to a worker for an HTTP client")
                     }
@@ -244,10 +242,16 @@ public enum HTTPFuzz {
         }
 
         /// What a worker makes of the request: the same parsing `onRequest` sees.
-        private func parse(_ head: HTTPWireHead, body: ByteBuffer) {
-            let request = Request(wire: head, body: body, connection: ConnectionID(connection), reactorId: 0)
-            fuzzCheck(request.uri == head.target, "the request's uri differs from the target")
-            fuzzCheck(head.target.hasPrefix(request.path), "the path is not the front of the target")
+        private func parse(_ head: RequestHead, body: ByteBuffer) {
+            let request = Request(head: head, body: body, connection: ConnectionID(connection), reactorId: 0)
+            fuzzCheck(request.uri == head.uri, "the request's uri differs from the target")
+            fuzzCheck(head.uri.hasPrefix(request.path), "the path is not the front of the target")
+            var fields = 0
+            head.forEachField { name, _ in
+                fuzzCheck(name.allSatisfy(HTTPBytes.isTokenByte), "a field name that is not a token was passed on")
+                fields += 1
+            }
+            fuzzCheck(request.headers.count + (request.head.authority == nil ? 0 : 1) <= fields, "fields appeared")
             fuzzCheck(request.body.readableBytes == body.readableBytes, "the body changed")
             for (key, value) in request.query {
                 fuzzCheck(!key.isEmpty, "an empty query key (value \(value))")
