@@ -32,8 +32,14 @@ final class IPCCodecTests: XCTestCase {
                          "POST /echo?a=1&b=%20 HTTP/1.1\r\nHost: x\r\nCookie: a=1; b=2\r\nX-Empty:\r\n\r\n")),
                      body: ByteBuffer(string: "hello=world")),
         .httpRequest(connection: 3, reactor: 0, sequence: 0,
-                     head: try! RequestHead(parsing: ByteBuffer(string: "GET / HTTP/1.0\r\n\r\n")),
+                     head: {
+                         var head = try! RequestHead(parsing: ByteBuffer(string: "GET / HTTP/1.0\r\n\r\n"))
+                         head.answersRaw = true
+                         return head
+                     }(),
                      body: ByteBuffer()),
+        .httpRaw(connection: 3, sequence: 7, bytes: ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+                 close: true),
         .httpResponse(connection: 3, sequence: 1, status: 200,
                       headers: [.init(name: "Content-Type", value: "text/plain"), .init(name: "Set-Cookie", value: "a=1"),
                                 .init(name: "Set-Cookie", value: "b=2")],

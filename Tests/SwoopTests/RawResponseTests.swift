@@ -32,7 +32,7 @@ final class RawResponseTests: XCTestCase {
         var text = "\(request.method.rawValue) \(request.uri) HTTP/\(request.version.major).\(request.version.minor)\r\n"
         for (name, value) in request.headers { text += "\(name): \(value)\r\n" }
         let head = try! RequestHead(parsing: ByteBuffer(string: text + "\r\n"))
-        return RawResponse.encode(status: code, headers: headers.map { HTTPWirePair(name: $0.0, value: $0.1) },
+        return RawResponse.encode(status: code, headers: headers.map { (name: $0.0, value: $0.1) },
                                   body: ByteBuffer(string: body), request: head, allocator: allocator)
             .map { (String(buffer: $0.bytes), $0.close) }
     }

@@ -114,12 +114,15 @@ public final class Response: Sendable {
     private let connection: UInt64
     private let sequence: UInt32
     private let maxChunk: Int
+    /// The request, when the response may go to the master as bytes encoded here.
+    private let rawFor: RequestHead?
 
-    init(worker: WorkerRuntime, connection: UInt64, sequence: UInt32, maxChunk: Int) {
+    init(worker: WorkerRuntime, connection: UInt64, sequence: UInt32, request: RequestHead, maxChunk: Int) {
         self.worker = worker
         self.connection = connection
         self.sequence = sequence
         self.maxChunk = maxChunk
+        rawFor = request.answersRaw ? request : nil
     }
 
     /// The status (200 unless set); read once the head is sent.
@@ -248,6 +251,12 @@ public final class Response: Sendable {
                 return .httpBody(connection: connection, sequence: sequence, data: data, end: end)
             }
             state.headSent = true
+            if end, let request = rawFor,
+               let (bytes, close) = RawResponse.encode(status: state.status.code,
+                                                       headers: state.headers.lazy.map { (name: $0.name.rawName, value: $0.value) },
+                                                       body: data, request: request, allocator: Response.allocator) {
+                return .httpRaw(connection: connection, sequence: sequence, bytes: bytes, close: close)
+            }
             let pairs = state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
             return .httpResponse(connection: connection, sequence: sequence, status: state.status.code,
                                  headers: pairs, body: data, end: end)
@@ -255,8 +264,12 @@ public final class Response: Sendable {
         worker.post(message)
     }
 
+    private static let allocator = ByteBufferAllocator()
+
     /// After the handler returned: ends a response it left open.
     func endIfOpen() {
+        // Checked first: most handlers ended it, and the error `end` would throw costs an allocation.
+        guard isWritable else { return }
         try? end()
     }
 

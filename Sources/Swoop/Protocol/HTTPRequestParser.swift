@@ -36,6 +36,9 @@ struct RequestHead: Sendable, Equatable {
     var isChunked: Bool
     /// The client waits for `100 Continue` before it sends the body.
     var expectsContinue: Bool
+    /// The worker may answer with bytes it encodes itself (`IPCMessage.httpRaw`): set by the
+    /// session when no compressor has to see the response.
+    var answersRaw = false
     /// Where the target lies in `bytes`, from their start.
     private var targetStart: Int
     private var targetEnd: Int
@@ -64,6 +67,28 @@ struct RequestHead: Sendable, Equatable {
         isKeepAlive = facts.minor >= 1 ? !facts.close : (facts.keepAlive && !facts.close)
     }
 
+    /// A head the reactor read, as the worker link carries it: the bytes and the facts the
+    /// worker needs (the body is whole by then), so that it does not read the head twice.
+    /// Throws when the facts do not fit the bytes (a damaged frame).
+    init(bytes: ByteBuffer, minor: Int, isKeepAlive: Bool, target: Range<Int>, answersRaw: Bool) throws {
+        guard target.lowerBound >= 2, target.upperBound <= bytes.readableBytes, !target.isEmpty, (0...9).contains(minor) else {
+            throw HTTPRequestError.malformed("a head whose facts do not fit its bytes")
+        }
+        self.bytes = bytes
+        method = bytes.withUnsafeReadableBytes { HeadFacts.method(UnsafeRawBufferPointer(rebasing: $0[..<(target.lowerBound - 1)])) }
+        version = HTTPVersion(major: 1, minor: minor)
+        self.isKeepAlive = isKeepAlive
+        targetStart = target.lowerBound
+        targetEnd = target.upperBound
+        contentLength = nil
+        isChunked = false
+        expectsContinue = false
+        self.answersRaw = answersRaw
+    }
+
+    /// The target's place in ``bytes``, for the worker link.
+    var targetRange: Range<Int> { targetStart..<targetEnd }
+
     /// Calls `body` with each header field's name and value (without the spaces around the
     /// value), in the order received.
     func forEachField(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) rethrows {
@@ -77,9 +102,10 @@ struct RequestHead: Sendable, Equatable {
         }
     }
 
-    /// Everything else is read from the bytes.
+    /// Equal as the worker sees them (the body's framing is done by then, and not carried).
     static func == (a: RequestHead, b: RequestHead) -> Bool {
-        a.bytes == b.bytes
+        a.bytes == b.bytes && a.answersRaw == b.answersRaw && a.method == b.method && a.version == b.version
+            && a.isKeepAlive == b.isKeepAlive && a.targetRange == b.targetRange
     }
 
     /// The head as NIO's type, for the paths that take one (static files, the compressor).
@@ -221,7 +247,7 @@ private struct HeadFacts {
         }
     }
 
-    private static func method(_ name: UnsafeRawBufferPointer) -> HTTPMethod {
+    static func method(_ name: UnsafeRawBufferPointer) -> HTTPMethod {
         if HTTPBytes.equals(name, "GET") { return .GET }
         if HTTPBytes.equals(name, "POST") { return .POST }
         if HTTPBytes.equals(name, "HEAD") { return .HEAD }

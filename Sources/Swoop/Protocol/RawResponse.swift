@@ -2,22 +2,24 @@ import NIOCore
 import NIOHTTP1
 
 /// The common HTTP response — whole, final, not to a HEAD request, not compressed — encoded
-/// in one buffer by Swoop instead of NIO's response encoder.
+/// in one buffer by the worker instead of NIO's response encoder in the master, Swoole's
+/// way: the master only writes the bytes (`IPCMessage.httpRaw`).
 ///
 /// NIO's path costs about as much as the rest of a request's handling together: the head
 /// becomes an `HTTPHeaders` (each edit a case-insensitive scan), and head, body and end each
-/// travel through the outbound handlers, cast back from `NIOAny` at each. Here the worker's
-/// header pairs are written straight into a buffer with the body, which `HTTPSession`
-/// writes past the encoder.
+/// travel through the outbound handlers, cast back from `NIOAny` at each. Here the
+/// handler's fields are written straight into a buffer with the body.
 enum RawResponse {
     /// Encodes the response NIO's path would have written, or nil when it is not the common
-    /// case (then `HTTPSession` takes NIO's path, or answers 500 for a field HTTP does not allow).
+    /// case (then the worker sends the parts, and `HTTPSession` takes NIO's path, or answers
+    /// 500 for a field HTTP does not allow).
     ///
     /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
     /// to the body's (replacing the handler's, and placed last), Server and Date added when
     /// the handler set none, Connection set when closing or for HTTP/1.0.
-    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, request: RequestHead,
-                       allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
+    static func encode<Fields: Sequence>(status code: Int, headers: Fields, body: ByteBuffer, request: RequestHead,
+                                         allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)?
+    where Fields.Element == (name: String, value: String) {
         let status = HTTPResponseStatus(statusCode: code)
         if case .custom = status { return nil }
         guard status.mayHaveResponseBody, code >= 200, request.method != .HEAD else { return nil }
@@ -26,30 +28,38 @@ enum RawResponse {
 
         var close = !request.isKeepAlive
         var hasServer = false, hasDate = false, sawConnection = false
+        // One pass for the checks and the sizes (the Connection fields' apart: they are left
+        // out when the master sets its own), one to write.
+        var fieldsSize = 0, connectionSize = 0
         for pair in headers {
             guard isToken(pair.name), isFieldValue(pair.value) else { return nil }
-            if equalsIgnoringCase(pair.name, "connection") {
+            let size = pair.name.utf8.count + 2 + pair.value.utf8.count + 2
+            switch kind(of: pair.name) {
+            case .connection:
                 // HTTPSession's rule: the first Connection header decides.
                 if !sawConnection, equalsIgnoringCase(pair.value, "close") { close = true }
                 sawConnection = true
-            } else if equalsIgnoringCase(pair.name, "server") {
+                connectionSize += size
+            case .framing:
+                break
+            case .server:
                 hasServer = true
-            } else if equalsIgnoringCase(pair.name, "date") {
+                fieldsSize += size
+            case .date:
                 hasDate = true
+                fieldsSize += size
+            case .other:
+                fieldsSize += size
             }
         }
         let setsConnection = close || http10
-        func kept(_ pair: HTTPWirePair) -> Bool {
-            !(equalsIgnoringCase(pair.name, "transfer-encoding") || equalsIgnoringCase(pair.name, "content-length")
-                || (setsConnection && equalsIgnoringCase(pair.name, "connection")))
-        }
 
         // Sized first, then written in one go (see ByteWriter).
         let reason = status.reasonPhrase
         let date = hasDate ? "" : HTTPDate.now()
         let length = body.readableBytes
         var size = 9 + ByteWriter.decimalLength(code) + 1 + reason.utf8.count + 2
-        for pair in headers where kept(pair) { size += pair.name.utf8.count + 2 + pair.value.utf8.count + 2 }
+        size += fieldsSize + (setsConnection ? 0 : connectionSize)
         size += 16 + ByteWriter.decimalLength(length) + 2
         if !hasServer { size += 8 + HTTPDate.serverName.utf8.count + 2 }
         if !hasDate { size += 6 + date.utf8.count + 2 }
@@ -63,7 +73,12 @@ enum RawResponse {
             out.put(literal: " ")
             out.put(reason)
             out.put(literal: "\r\n")
-            for pair in headers where kept(pair) {
+            for pair in headers {
+                switch kind(of: pair.name) {
+                case .framing: continue
+                case .connection where setsConnection: continue
+                default: break
+                }
                 out.put(pair.name)
                 out.put(literal: ": ")
                 out.put(pair.value)
@@ -91,6 +106,23 @@ enum RawResponse {
         }
         buffer.writeImmutableBuffer(body)
         return (buffer, close)
+    }
+
+    /// The fields the encoding treats apart: the body's framing (Transfer-Encoding and
+    /// Content-Length, which the master sets), Connection, Server and Date.
+    private enum FieldKind {
+        case framing, connection, server, date, other
+    }
+
+    private static func kind(of name: String) -> FieldKind {
+        switch name.utf8.count {
+        case 4 where equalsIgnoringCase(name, "date"): return .date
+        case 6 where equalsIgnoringCase(name, "server"): return .server
+        case 10 where equalsIgnoringCase(name, "connection"): return .connection
+        case 14 where equalsIgnoringCase(name, "content-length"): return .framing
+        case 17 where equalsIgnoringCase(name, "transfer-encoding"): return .framing
+        default: return .other
+        }
     }
 
     /// RFC 9110 token characters, the rule NIO's header validator applies to names.

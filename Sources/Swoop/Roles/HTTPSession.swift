@@ -79,8 +79,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// the place after the compressor (which sits after the session, as it must see each
     /// request head, and the session is where heads are made).
     private var out: ChannelHandlerContext?
-    /// Responses may be written as `RawResponse` bytes: not when they may be compressed
-    /// (the compressor pairs each response it sees with a request, so it must see them all).
+    /// Workers may answer with bytes they encoded (`RawResponse`): not when responses may be
+    /// compressed (the compressor pairs each response it sees with a request, so it must see
+    /// them all).
     private var rawResponses = false
 
     /// Where static files come from, when this listener serves them.
@@ -294,9 +295,10 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             }
             body.writeBuffer(&part)
             state = .reading(head, body: body)
-        case (.end, .reading(let head, let body)):
+        case (.end, .reading(var head, let body)):
             timer = nil
             if offerToStaticHandler(head) { return }
+            head.answersRaw = rawResponses
             sequence &+= 1
             state = .waiting(head)
             armTimer(settings.httpResponseTimeout) { session in
@@ -371,14 +373,6 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
         timer = nil
-        // RawResponse checks the fields itself (and declines invalid ones).
-        if end, rawResponses,
-           let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, request: request,
-                                                   allocator: context.channel.allocator) {
-            // A response that fits a socket buffer leaves at once: the wait for the next
-            // request starts now, without a promise to learn when it was written.
-            return finish(close: close, last: .raw(bytes), leavesAtOnce: bytes.readableBytes <= 64 * 1024)
-        }
         guard !Self.hasInvalidField(headers) else {
             return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
         }
@@ -409,6 +403,15 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             state = .responding(request, close: close)
             context.flush()
         }
+    }
+
+    /// A whole response the worker encoded (`RawResponse`), written past NIO's encoder.
+    func rawResponse(sequence: UInt32, bytes: ByteBuffer, close: Bool) {
+        guard sequence == self.sequence, case .waiting = state else { return }
+        timer = nil
+        // A response that fits a socket buffer leaves at once: the wait for the next
+        // request starts now, without a promise to learn when it was written.
+        finish(close: close, last: .raw(bytes), leavesAtOnce: bytes.readableBytes <= 64 * 1024)
     }
 
     /// More of a worker's response body; `end`: its last part.

@@ -244,6 +244,8 @@ final class Reactor: @unchecked Sendable {
         case let .httpResponse(connection, sequence, status, headers, body, end):
             connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers,
                                                     body: body, end: end)
+        case let .httpRaw(connection, sequence, bytes, close):
+            connections[connection]?.http?.rawResponse(sequence: sequence, bytes: bytes, close: close)
         case let .httpBody(connection, sequence, data, end):
             connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
         case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
@@ -449,7 +451,7 @@ extension IPCMessage {
             return body.readableBytes + head.bytes.readableBytes + 64
         case .httpResponse(_, _, _, let headers, let body, _):
             return body.readableBytes + headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
-        case .httpBody(_, _, let data, _):
+        case .httpBody(_, _, let data, _), .httpRaw(_, _, let data, _):
             return data.readableBytes + 32
         case .httpSendfile(_, _, _, let headers, let path, _, _, _, _):
             return path.utf8.count + headers.reduce(96) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }

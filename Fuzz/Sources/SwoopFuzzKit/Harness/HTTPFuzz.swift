@@ -196,7 +196,7 @@ public enum HTTPFuzz {
         let framing: ProtocolSettings
         var requests: [UInt64] = []
         var closed = false
-        var pending: [(sequence: UInt32, method: String)] = []
+        var pending: [(sequence: UInt32, head: RequestHead)] = []
 
         init(connection: UInt64, framing: ProtocolSettings) {
             self.connection = connection
@@ -233,7 +233,7 @@ public enum HTTPFuzz {
                         fuzzCheck(headBytes <= HTTPSession.maxHeaderBytes + 4, "a head of \(headBytes) bytes was passed on")
                         parse(head, body: body)
                         requests.append(id)
-                        pending.append((sequence, head.method.rawValue))
+                        pending.append((sequence, head))
                     default:
                         fuzzFail("the reactor sent \(message) to a worker for an HTTP client")
                     }
@@ -266,20 +266,28 @@ public enum HTTPFuzz {
             for _ in 0..<64 {
                 collect(fixture: fixture)
                 guard !pending.isEmpty else { return }
-                let (sequence, method) = pending.removeFirst()
-                answer(fixture: fixture, sequence: sequence, method: method, session: session, channel: channel, answers: &answers,
+                let (sequence, head) = pending.removeFirst()
+                answer(fixture: fixture, sequence: sequence, head: head, session: session, channel: channel, answers: &answers,
                        clockJumps: clockJumps)
             }
             fuzzFail("more than 64 rounds of requests and answers from one read")
         }
 
-        private func answer(fixture: Fixture, sequence: UInt32, method: String, session: HTTPSession, channel: EmbeddedChannel,
+        private func answer(fixture: Fixture, sequence: UInt32, head: RequestHead, session: HTTPSession, channel: EmbeddedChannel,
                             answers: inout SplitMix64, clockJumps: Bool) {
+            let method = head.method.rawValue
             let body = ByteBuffer(string: String(repeating: "hello world ", count: Int(answers.next() % 8)))
             let text = [HTTPWirePair(name: "Content-Type", value: "text/plain")]
             switch answers.next() % 11 {
             case 0:
-                session.response(sequence: sequence, status: 200, headers: text, body: body, end: true)
+                // As Response answers: bytes of its own when the request allows it.
+                if head.answersRaw,
+                   let (bytes, close) = RawResponse.encode(status: 200, headers: text.lazy.map { (name: $0.name, value: $0.value) },
+                                                           body: body, request: head, allocator: ByteBufferAllocator()) {
+                    fixture.reactor.apply(batch: [.httpRaw(connection: connection, sequence: sequence, bytes: bytes, close: close)])
+                } else {
+                    session.response(sequence: sequence, status: 200, headers: text, body: body, end: true)
+                }
             case 10:
                 // Server.send on the HTTP connection (raw bytes past the HTTP encoding), then the response.
                 fixture.reactor.apply(batch: [.send(connection: connection, data: body)])

@@ -103,6 +103,7 @@ public enum FuzzSeeds {
                           headers: [HTTPWirePair(name: "Content-Type", value: "text/plain"), HTTPWirePair(name: "Set-Cookie", value: "a=1")],
                           body: ByteBuffer(string: "no"), end: false),
             .httpBody(connection: 3, sequence: 4, data: ByteBuffer(string: "more"), end: true),
+            .httpRaw(connection: 3, sequence: 5, bytes: ByteBuffer(string: "HTTP/1.1 204 No Content\r\n\r\n"), close: false),
             .httpSendfile(connection: 3, sequence: 5, status: 200, headers: [], path: "/tmp/x", device: 1, inode: 2,
                           offset: 3, length: 4),
         ]
