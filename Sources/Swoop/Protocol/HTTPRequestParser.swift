@@ -377,18 +377,16 @@ struct HTTPRequestParser {
             }
             return .head(head)
         case .body(let remaining):
-            guard buffer.readableBytes > 0 else { return nil }
-            let part = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-            state = remaining == part.readableBytes ? .end : .body(remaining: remaining - part.readableBytes)
+            guard let (part, left) = bodyPart(remaining) else { return nil }
+            state = left == 0 ? .end : .body(remaining: left)
             return .body(part)
         case .chunkSize:
             guard let size = try chunkSize() else { return nil }
             state = size == 0 ? .trailers(scanned: 0, lineStart: 0) : .chunkData(remaining: size)
             return try next()
         case .chunkData(let remaining):
-            guard buffer.readableBytes > 0 else { return nil }
-            let part = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
-            state = remaining == part.readableBytes ? .chunkDataEnd : .chunkData(remaining: remaining - part.readableBytes)
+            guard let (part, left) = bodyPart(remaining) else { return nil }
+            state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
             return .body(part)
         case .chunkDataEnd:
             guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
@@ -410,6 +408,14 @@ struct HTTPRequestParser {
             if buffer.readableBytes == 0 { buffer = ByteBuffer() }  // lets go of the last read
             return .end
         }
+    }
+
+    /// Up to `remaining` bytes of a body or a chunk, as a slice of the buffer, and how many
+    /// are still to come; nil when no byte is here.
+    private mutating func bodyPart(_ remaining: Int) -> (part: ByteBuffer, left: Int)? {
+        guard buffer.readableBytes > 0 else { return nil }
+        let part = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+        return (part, remaining - part.readableBytes)
     }
 
     /// The length of the lines up to and including the first empty one, or nil (and the

@@ -639,7 +639,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     private func failed(context: ChannelHandlerContext, _ error: Error) {
         if error is HTTPRequestError {
             // HTTPSession has already answered 400 (or a response to this request had begun).
-            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
+            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): \(error); closing it")
             reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
         } else if let framing = error as? FramingError {
             reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")
