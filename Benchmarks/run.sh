@@ -800,6 +800,29 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "—"; else printf "%.2f×\n", a / b }'
 }
 
+# The median over the rounds of scenario $1's throughput divided by scenario $2's in the
+# same round (the rounds either leaves out, see kept_values, left out). Scenarios take turns
+# within a round, so each round's ratio compares servers measured a minute apart: it moves
+# less with a shared machine's slow drift than the ratio of the two medians.
+paired_ratio() {
+    local r x y ratios=""
+    local -a a b
+    read -r -a a <<<"${VALUES[$1:msgs_per_s]:-}"
+    read -r -a b <<<"${VALUES[$2:msgs_per_s]:-}"
+    local all1 all2
+    all1=$(( $(undisturbed_rounds "$1") == 0 )) all2=$(( $(undisturbed_rounds "$2") == 0 ))
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if (( !all1 )) && disturbed "$1" "$r"; then continue; fi
+        if (( !all2 )) && disturbed "$2" "$r"; then continue; fi
+        x="${a[r - 1]:-}" y="${b[r - 1]:-}"
+        [[ "$x" =~ ^[0-9.]+$ && "$y" =~ ^[0-9.]+$ ]] || continue
+        ratios+=" $(awk -v x="$x" -v y="$y" 'BEGIN { if (y > 0) printf "%.4f", x / y }')"
+    done
+    local m
+    m="$(median "$ratios")"
+    if [[ -n "$m" ]]; then awk -v m="$m" 'BEGIN { printf "%.2f×", m }'; else printf '—'; fi
+}
+
 # label|key|divisor (to the unit shown)|whether a ratio to the baseline means anything.
 # (render_table reads these through a nameref, which shellcheck does not follow.)
 # shellcheck disable=SC2034
@@ -886,6 +909,13 @@ render_table() {
             fi
         done
         echo "$row"
+        if [[ "$key" == msgs_per_s ]]; then
+            row="| throughput: the median of each round's own ratio |"
+            for s in "${scenarios[@]}"; do
+                if [[ "$s" == "$base_scenario" ]]; then row+=" |"; else row+=" | $(paired_ratio "$s" "$base_scenario") |"; fi
+            done
+            echo "$row"
+        fi
     done
     row="| errors (all rounds; must be 0) |"
     for s in "${scenarios[@]}"; do
