@@ -187,6 +187,11 @@ class HTTPTests: SwoopTestCase {
         XCTAssertEqual(try client.readResponse().status, 100, "the interim response comes before the body is sent")
         try client.send("hello")
         XCTAssertEqual(try client.readResponse().text, "hello")
+        // An HTTP/1.0 client gets no 1xx (RFC 9110 §15.2): the first answer is the response.
+        try client.send("POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nworld")
+        let answer = try client.readResponse()
+        XCTAssertEqual(answer.status, 200)
+        XCTAssertEqual(answer.text, "world")
         // Too long: 413 instead of 100, and the body is never sent.
         try client.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n")
         XCTAssertEqual(try client.readResponse().status, 413)

@@ -273,12 +273,13 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
                 reject(.payloadTooLarge, head, reason: "request body of \(length) bytes exceeds packageMaxLength (\(max))")
                 return
             }
-            if head.expectsContinue {
+            if head.expectsContinue && !(head.version < .http1_1) {
                 // The client waits for this before it sends the body; the length was checked
                 // above. Written past the compressor, which would take it for the response
-                // and pair the real one with the next request.
-                let interim: StaticString = head.version < .http1_1 ? "HTTP/1.0 100 Continue\r\n\r\n" : "HTTP/1.1 100 Continue\r\n\r\n"
-                wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: interim)), promise: nil)
+                // and pair the real one with the next request. (An HTTP/1.0 client gets no
+                // 1xx, RFC 9110 §15.2; it sends its body without waiting long.)
+                wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")),
+                                    promise: nil)
             }
             state = .reading(head, body: context.channel.allocator.buffer(capacity: 0))
             armTimer(settings.httpBodyTimeout) { session in
