@@ -9,8 +9,8 @@ import NIOHTTPCompression
 /// The master's side of one HTTP connection, in its reactor thread. It frames the requests
 /// itself, Swoole's way (`HTTPRequestParser`: the head's bytes as received, the body
 /// decoded), gathers each request whole, hands it to a worker, and writes the worker's
-/// answer back: the common response as bytes of its own (`RawResponse`), past NIO's
-/// encoder, and the others through that encoder (and the compressor, when enabled).
+/// answer back: a whole response as the bytes the worker encoded (`RawResponse`), past
+/// NIO's encoder, and the others through that encoder (and the compressor, when enabled).
 ///
 /// It takes one request at a time, which keeps responses in request order whichever
 /// workers answer them: what arrives while a response is pending stays unread in the
@@ -242,8 +242,11 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             let event: HTTPRequestParser.Event?
             do {
                 event = try parser.next()
+            } catch let error as HTTPRequestError {
+                badRequest(error)
+                break
             } catch {
-                badRequest(error as! HTTPRequestError)
+                badRequest(.malformed("\(error)"))
                 break
             }
             guard let event else { break }
