@@ -25,18 +25,13 @@ final class HTTPFormatsTests: XCTestCase {
         XCTAssertEqual(HTTPDate.now().count, 29)
     }
 
-    func testRequestFromTheWire() throws {
-        let head = try RequestHead(parsing: ByteBuffer(string: """
-            POST /path/x%20y?q=1&r=a+b HTTP/1.1\r
-            Host: example.com\r
-            Content-Type:   application/x-www-form-urlencoded; charset=utf-8 \r
-            Cookie: s=abc\r
-            X-Twice: 1\r
-            X-Twice:2\r
-            \r\n
-            """))
-        XCTAssertEqual(head.uri, "/path/x%20y?q=1&r=a+b")
-        let request = Request(head: head, body: ByteBuffer(string: "name=Jo+Doe"), connection: ConnectionID(9), reactorId: 1)
+    func testRequestFromTheWire() {
+        let head = HTTPWireHead(method: "POST", target: "/path/x%20y?q=1&r=a+b", versionMajor: 1, versionMinor: 1,
+                                headers: [.init(name: "Host", value: "example.com"),
+                                          .init(name: "Content-Type", value: "application/x-www-form-urlencoded; charset=utf-8"),
+                                          .init(name: "Cookie", value: "s=abc"),
+                                          .init(name: "X-Twice", value: "1"), .init(name: "X-Twice", value: "2")])
+        let request = Request(wire: head, body: ByteBuffer(string: "name=Jo+Doe"), connection: ConnectionID(9), reactorId: 1)
         XCTAssertEqual(request.method, .post)
         XCTAssertEqual(request.head.authority, "example.com")
         XCTAssertEqual(request.path, "/path/x%20y")
@@ -45,8 +40,6 @@ final class HTTPFormatsTests: XCTestCase {
         XCTAssertEqual(request.cookies, ["s": "abc"])
         XCTAssertEqual(request.form, ["name": "Jo Doe"])
         XCTAssertEqual(request.headers[values: HTTPField.Name("X-Twice")!], ["1", "2"])
-        XCTAssertEqual(request.headers[.contentType], "application/x-www-form-urlencoded; charset=utf-8",
-                       "the spaces around a value are not part of it")
         XCTAssertEqual(request.version, "1.1")
     }
 

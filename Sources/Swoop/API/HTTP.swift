@@ -6,8 +6,8 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// An HTTP request, framed in the master's reactor and handed whole to a worker, which
-/// reads its head (Swoole's `Swoole\Http\Request`). Its head is a swift-http-types ``HTTPRequest``.
+/// An HTTP request, parsed in the master's reactor and handed whole to a worker (Swoole's
+/// `Swoole\Http\Request`). Its head is a swift-http-types ``HTTPRequest``.
 ///
 /// ```swift
 /// server.onRequest { request, response in
@@ -43,27 +43,25 @@ public struct Request: Sendable {
     /// The reactor thread that owns the connection.
     public var reactorId: Int
 
-    init(head wire: RequestHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
+    init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
         var fields = HTTPFields()
         var host: String?
-        wire.forEachField { name, value in
-            let value = String(decoding: value, as: UTF8.self)
+        for pair in wire.headers {
+            // NIO's parser only passes valid tokens as names; a name that still does not
+            // pass swift-http-types' check is dropped rather than failing the request.
             // swift-http-types carries Host as the request's authority, not as a field.
-            if HTTPBytes.equalsIgnoringCase(name, "host") { host = value; return }
-            // The reactor passes only tokens as names; one that still fails
-            // swift-http-types' check is dropped rather than failing the request.
-            guard let name = HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return }
-            fields.append(HTTPField(name: name, value: value))
+            if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
+            guard let name = HTTPField.Name(pair.name) else { continue }
+            fields.append(HTTPField(name: name, value: pair.value))
         }
-        let target = wire.uri
-        let method = HTTPRequest.Method(wire.method.rawValue) ?? .get
-        head = HTTPRequest(method: method, scheme: nil, authority: host, path: target, headerFields: fields)
-        uri = target
-        if let mark = target.firstIndex(of: "?") {
-            path = String(target[..<mark])
-            queryString = String(target[target.index(after: mark)...])
+        let method = HTTPRequest.Method(wire.method) ?? .get
+        head = HTTPRequest(method: method, scheme: nil, authority: host, path: wire.target, headerFields: fields)
+        uri = wire.target
+        if let mark = wire.target.firstIndex(of: "?") {
+            path = String(wire.target[..<mark])
+            queryString = String(wire.target[wire.target.index(after: mark)...])
         } else {
-            path = target
+            path = wire.target
             queryString = ""
         }
         // Each parsed only when there is something to parse (most requests have neither).
@@ -74,10 +72,10 @@ public struct Request: Sendable {
         let type = fields[.contentType]?.lowercased() ?? ""
         form = type.hasPrefix("application/x-www-form-urlencoded")
             ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
-        switch (wire.version.major, wire.version.minor) {
+        switch (wire.versionMajor, wire.versionMinor) {
         case (1, 1): version = "1.1"
         case (1, 0): version = "1.0"
-        default: version = "\(wire.version.major).\(wire.version.minor)"
+        default: version = "\(wire.versionMajor).\(wire.versionMinor)"
         }
         self.connection = connection
         self.reactorId = reactorId
@@ -114,15 +112,12 @@ public final class Response: Sendable {
     private let connection: UInt64
     private let sequence: UInt32
     private let maxChunk: Int
-    /// The request, when the response may go to the master as bytes encoded here.
-    private let rawFor: RequestHead?
 
-    init(worker: WorkerRuntime, connection: UInt64, sequence: UInt32, request: RequestHead, maxChunk: Int) {
+    init(worker: WorkerRuntime, connection: UInt64, sequence: UInt32, maxChunk: Int) {
         self.worker = worker
         self.connection = connection
         self.sequence = sequence
         self.maxChunk = maxChunk
-        rawFor = request.answersRaw ? request : nil
     }
 
     /// The status (200 unless set); read once the head is sent.
@@ -251,20 +246,12 @@ public final class Response: Sendable {
                 return .httpBody(connection: connection, sequence: sequence, data: data, end: end)
             }
             state.headSent = true
-            if end, let request = rawFor,
-               let (bytes, close) = RawResponse.encode(status: state.status.code,
-                                                       headers: state.headers.lazy.map { (name: $0.name.rawName, value: $0.value) },
-                                                       body: data, request: request, allocator: Response.allocator) {
-                return .httpRaw(connection: connection, sequence: sequence, bytes: bytes, close: close)
-            }
             let pairs = state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
             return .httpResponse(connection: connection, sequence: sequence, status: state.status.code,
                                  headers: pairs, body: data, end: end)
         }
         worker.post(message)
     }
-
-    private static let allocator = ByteBufferAllocator()
 
     /// After the handler returned: ends a response it left open.
     func endIfOpen() {

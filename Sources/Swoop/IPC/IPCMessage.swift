@@ -86,18 +86,13 @@ enum IPCMessage: Sendable, Equatable {
     case activate(workerId: Int, generation: Int)
     /// A reload ended: every new worker took over, or it was rolled back (manager → master).
     case reloadDone(succeeded: Bool)
-    /// A whole HTTP request, framed by the reactor: its head's bytes as received, and the
-    /// body decoded (master → worker). `sequence` numbers the
+    /// A whole HTTP request, parsed by the reactor (master → worker). `sequence` numbers the
     /// requests of one connection, so that a late answer to a request the master already
     /// answered itself (503, 504) is recognised and dropped.
-    case httpRequest(connection: UInt64, reactor: Int, sequence: UInt32, head: RequestHead, body: ByteBuffer)
+    case httpRequest(connection: UInt64, reactor: Int, sequence: UInt32, head: HTTPWireHead, body: ByteBuffer)
     /// A response's head, with `body`; `end`: the response is complete, otherwise body parts
     /// follow in ``httpBody`` (worker → master).
     case httpResponse(connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool)
-    /// A whole response the worker encoded itself (`RawResponse`), for a request that
-    /// allowed it (``RequestHead/answersRaw``); `close`: the connection ends after it
-    /// (worker → master).
-    case httpRaw(connection: UInt64, sequence: UInt32, bytes: ByteBuffer, close: Bool)
     /// More of a response's body; `end`: the last part (worker → master).
     case httpBody(connection: UInt64, sequence: UInt32, data: ByteBuffer, end: Bool)
     /// A whole response whose body is `length` bytes of a file from `offset`: the master sends
@@ -111,6 +106,16 @@ enum IPCMessage: Sendable, Equatable {
 struct HTTPWirePair: Sendable, Equatable {
     var name: String
     var value: String
+}
+
+/// A request head as the reactor parsed it: the method and target as sent, the version and
+/// the header lines.
+struct HTTPWireHead: Sendable, Equatable {
+    var method: String
+    var target: String
+    var versionMajor: Int
+    var versionMinor: Int
+    var headers: [HTTPWirePair]
 }
 
 /// How a task ended, on the wire.
@@ -133,7 +138,7 @@ enum IPCCodec {
         case hello = 1, connect, receive, close, packet, send, sendTo, closeConnection, done
         case pipeMessage, request, response, stopping, workerReady, reload, shutdown
         case task, taskResult, recycle, activate, reloadDone
-        case httpRequest, httpResponse, httpBody, httpSendfile, httpRaw
+        case httpRequest, httpResponse, httpBody, httpSendfile
     }
 
     enum DecodeError: Error, Equatable {
@@ -163,32 +168,24 @@ enum IPCCodec {
             buffer.writeImmutableBuffer(data)
             return
         case let .httpRequest(connection, reactor, sequence, head, body):
-            let fixed = 1 + 8 + 2 + 4 + 2 + 4 + 4 + 4
-            buffer.write(exactly: headerSize + fixed) { out in
-                out.put(bigEndian: UInt32(fixed + head.bytes.readableBytes + body.readableBytes))
+            let method = head.method.utf8.count, target = head.target.utf8.count
+            let fixed = 1 + 8 + 2 + 4 + 4 + method + 4 + target + 2
+            let headers = headersSize(head.headers)
+            buffer.write(exactly: headerSize + fixed + headers) { out in
+                out.put(bigEndian: UInt32(fixed + headers + body.readableBytes))
                 out.put(Tag.httpRequest.rawValue)
                 out.put(bigEndian: connection)
                 out.put(bigEndian: UInt16(reactor))
                 out.put(bigEndian: sequence)
-                // The facts the worker needs from the head, so that it need not read it again.
-                out.put((head.answersRaw ? 1 : 0) | (head.isKeepAlive ? 2 : 0))
-                out.put(UInt8(truncatingIfNeeded: head.version.minor))
-                out.put(bigEndian: UInt32(head.targetRange.lowerBound))
-                out.put(bigEndian: UInt32(head.targetRange.upperBound))
-                out.put(bigEndian: UInt32(head.bytes.readableBytes))
+                out.put(bigEndian: UInt32(method))
+                out.put(head.method)
+                out.put(bigEndian: UInt32(target))
+                out.put(head.target)
+                out.put(UInt8(truncatingIfNeeded: head.versionMajor))
+                out.put(UInt8(truncatingIfNeeded: head.versionMinor))
+                putHeaders(head.headers, into: &out)
             }
-            buffer.writeImmutableBuffer(head.bytes)
             buffer.writeImmutableBuffer(body)
-            return
-        case let .httpRaw(connection, sequence, bytes, close):
-            buffer.write(exactly: headerSize + 14) { out in
-                out.put(bigEndian: UInt32(14 + bytes.readableBytes))
-                out.put(Tag.httpRaw.rawValue)
-                out.put(bigEndian: connection)
-                out.put(bigEndian: sequence)
-                out.put(close ? 1 : 0)
-            }
-            buffer.writeImmutableBuffer(bytes)
             return
         case let .httpResponse(connection, sequence, status, headers, body, end):
             let fixed = 1 + 8 + 4 + 2 + 1
@@ -296,7 +293,7 @@ enum IPCCodec {
         case let .reloadDone(succeeded):
             buffer.writeInteger(Tag.reloadDone.rawValue)
             buffer.writeInteger(succeeded ? UInt8(1) : 0)
-        case .httpRequest, .httpResponse, .httpRaw:
+        case .httpRequest, .httpResponse:
             preconditionFailure("written above")
         case let .httpBody(connection, sequence, data, end):
             buffer.writeInteger(Tag.httpBody.rawValue)
@@ -409,16 +406,15 @@ enum IPCCodec {
             let connection: UInt64 = try read()
             let reactor = Int(try read(UInt16.self))
             let sequence: UInt32 = try read()
-            let flags: UInt8 = try read()
+            let method = try readString(&frame)
+            let target = try readString(&frame)
+            let major = Int(try read(UInt8.self))
             let minor = Int(try read(UInt8.self))
-            let targetStart = Int(try read(UInt32.self)), targetEnd = Int(try read(UInt32.self))
-            let length = Int(try read(UInt32.self))
-            guard let bytes = frame.readSlice(length: length), targetStart <= targetEnd,
-                  let head = try? RequestHead(bytes: bytes, minor: minor, isKeepAlive: flags & 2 != 0,
-                                              target: targetStart..<targetEnd, answersRaw: flags & 1 != 0) else {
-                throw DecodeError.malformed("request head")
-            }
-            return .httpRequest(connection: connection, reactor: reactor, sequence: sequence, head: head, body: frame)
+            let headers = try readHeaders(&frame)
+            return .httpRequest(connection: connection, reactor: reactor, sequence: sequence,
+                                head: HTTPWireHead(method: method, target: target, versionMajor: major,
+                                                   versionMinor: minor, headers: headers),
+                                body: frame)
         case .httpResponse:
             let connection: UInt64 = try read()
             let sequence: UInt32 = try read()
@@ -432,11 +428,6 @@ enum IPCCodec {
             let sequence: UInt32 = try read()
             let end = try read(UInt8.self) != 0
             return .httpBody(connection: connection, sequence: sequence, data: frame, end: end)
-        case .httpRaw:
-            let connection: UInt64 = try read()
-            let sequence: UInt32 = try read()
-            let close = try read(UInt8.self) != 0
-            return .httpRaw(connection: connection, sequence: sequence, bytes: frame, close: close)
         case .httpSendfile:
             let connection: UInt64 = try read()
             let sequence: UInt32 = try read()

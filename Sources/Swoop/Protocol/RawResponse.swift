@@ -2,24 +2,22 @@ import NIOCore
 import NIOHTTP1
 
 /// The common HTTP response — whole, final, not to a HEAD request, not compressed — encoded
-/// in one buffer by the worker instead of NIO's response encoder in the master, Swoole's
-/// way: the master only writes the bytes (`IPCMessage.httpRaw`).
+/// in one buffer by Swoop instead of NIO's response encoder.
 ///
 /// NIO's path costs about as much as the rest of a request's handling together: the head
 /// becomes an `HTTPHeaders` (each edit a case-insensitive scan), and head, body and end each
-/// travel through the outbound handlers, cast back from `NIOAny` at each. Here the
-/// handler's fields are written straight into a buffer with the body.
+/// travel through the outbound handlers, cast back from `NIOAny` at each. Here the worker's
+/// header pairs are written straight into a buffer with the body, which `HTTPSession`
+/// writes past the encoder.
 enum RawResponse {
     /// Encodes the response NIO's path would have written, or nil when it is not the common
-    /// case (then the worker sends the parts, and `HTTPSession` takes NIO's path, or answers
-    /// 500 for a field HTTP does not allow).
+    /// case (then `HTTPSession` takes NIO's path, or answers 500 for a field HTTP does not allow).
     ///
     /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
     /// to the body's (replacing the handler's, and placed last), Server and Date added when
     /// the handler set none, Connection set when closing or for HTTP/1.0.
-    static func encode<Fields: Sequence>(status code: Int, headers: Fields, body: ByteBuffer, request: RequestHead,
-                                         allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)?
-    where Fields.Element == (name: String, value: String) {
+    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, request: HTTPRequestHead,
+                       allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
         let status = HTTPResponseStatus(statusCode: code)
         if case .custom = status { return nil }
         guard status.mayHaveResponseBody, code >= 200, request.method != .HEAD else { return nil }
@@ -127,16 +125,38 @@ enum RawResponse {
 
     /// RFC 9110 token characters, the rule NIO's header validator applies to names.
     static func isToken(_ text: String) -> Bool {
-        !text.utf8.isEmpty && text.utf8.allSatisfy(HTTPBytes.isTokenByte)
+        !text.utf8.isEmpty && text.utf8.allSatisfy(isTokenByte)
+    }
+
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
     }
 
     /// A field value as NIO's validator takes it: no control character but HTAB, no DEL.
     static func isFieldValue(_ text: String) -> Bool {
-        text.utf8.allSatisfy(HTTPBytes.isFieldValueByte)
+        text.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
     }
 
     /// ASCII case-insensitive equality with a lower-case constant.
     static func equalsIgnoringCase(_ text: String, _ lower: StaticString) -> Bool {
-        HTTPBytes.equalsIgnoringCase(text.utf8, lower)
+        let utf8 = text.utf8
+        guard utf8.count == lower.utf8CodeUnitCount else { return false }
+        var index = 0
+        let base = lower.utf8Start
+        for byte in utf8 {
+            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+            if folded != base[index] { return false }
+            index += 1
+        }
+        return true
     }
 }

@@ -6,25 +6,21 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
 
-/// The master's side of one HTTP connection, in its reactor thread. It frames the requests
-/// itself, Swoole's way (`HTTPRequestParser`: the head's bytes as received, the body
-/// decoded), gathers each request whole, hands it to a worker, and writes the worker's
-/// answer back: a whole response as the bytes the worker encoded (`RawResponse`), past
-/// NIO's encoder, and the others through that encoder (and the compressor, when enabled).
+/// The master's side of one HTTP connection, in its reactor thread. NIOHTTP1 parses the
+/// requests (llhttp); this handler gathers each request whole, hands it to a worker, and
+/// writes the worker's answer back: the common response as bytes of its own
+/// (`RawResponse`), past NIO's encoder, and the others through that encoder.
 ///
 /// It takes one request at a time, which keeps responses in request order whichever
-/// workers answer them: what arrives while a response is pending stays unread in the
-/// parser until the response has ended, and reading pauses meanwhile. It does this itself
-/// rather than with NIO's `HTTPServerPipelineHandler` (and its
-/// `HTTPServerProtocolErrorHandler`): that handler paused reading around every request
-/// whose answer was not written within the read, which in process mode is every request
-/// (two `epoll_ctl` calls each), and each response had to pass it, and the encoder, as NIO
-/// parts, cast back from `NIOAny` at every handler. Together that was over a quarter of the
-/// master's instructions per request; NIO's parser (llhttp, its callbacks, `HTTPHeaders`)
-/// was a fifth more.
+/// workers answer them: the parts of a pipelined request are held until the response in
+/// hand has ended, and reading pauses while any are held. It does this itself rather than
+/// with NIO's `HTTPServerPipelineHandler` (and its `HTTPServerProtocolErrorHandler`):
+/// that handler paused reading around every request whose answer was not written within
+/// the read, which in process mode is every request (two `epoll_ctl` calls each), and
+/// each response had to pass it, and the encoder, as NIO parts, cast back from `NIOAny` at
+/// every handler. Together that was over a quarter of the master's instructions per request.
 final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = HTTPServerRequestPart
+    typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -32,12 +28,12 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         /// Waiting for a request head; the header timeout runs.
         case idle
         /// Gathering a request's body; the body timeout runs.
-        case reading(RequestHead, body: ByteBuffer)
+        case reading(HTTPRequestHead, body: ByteBuffer)
         /// The request is with a worker and nothing of its response came yet; the response
         /// timeout runs.
-        case waiting(RequestHead)
+        case waiting(HTTPRequestHead)
         /// The response's head is written and body parts follow; `close` once it ends.
-        case responding(RequestHead, close: Bool)
+        case responding(HTTPRequestHead, close: Bool)
         /// The connection is being closed: everything that still arrives is dropped.
         case closing
     }
@@ -57,12 +53,13 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     private(set) var sendingFile = false
     /// Request heads received, to tell whether a new request began meanwhile.
     private var headsSeen = 0
-    /// Cuts the bytes read into requests. What arrives while a response is pending
-    /// (pipelining) stays in it, unparsed, until the response has ended.
-    private var parser = HTTPRequestParser(maxHeadBytes: HTTPSession.maxHeaderBytes)
-    /// The client shut down its sending side after bytes that are still in the parser: the
-    /// shutdown counts once they are taken.
-    private var inputClosedAfterHeld = false
+    /// What arrived while a response was pending (pipelining), taken in order once it ends.
+    private var held = CircularBuffer<Held>()
+    private enum Held {
+        case part(HTTPServerRequestPart)
+        case inputClosed
+        case parseError(Error)
+    }
     /// The channel asked for a read while requests were held: it is passed on once they are taken.
     private var readWithheld = false
     /// `takeHeld` is running (a request it hands on may be answered at once, in base mode).
@@ -75,13 +72,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// NIO's response encoder's place: writing from it puts bytes past the encoder (and
     /// the compressor), straight to the socket.
     private var wire: ChannelHandlerContext?
-    /// Where response parts are written from: this session's place, or with compression
-    /// the place after the compressor (which sits after the session, as it must see each
-    /// request head, and the session is where heads are made).
-    private var out: ChannelHandlerContext?
-    /// Workers may answer with bytes they encoded (`RawResponse`): not when responses may be
-    /// compressed (the compressor pairs each response it sees with a request, so it must see
-    /// them all).
+    /// Responses may be written as `RawResponse` bytes: not when they may be compressed
+    /// (the compressor pairs each response it sees with a request, so it must see them all).
     private var rawResponses = false
 
     /// Where static files come from, when this listener serves them.
@@ -97,44 +89,32 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// Adds an HTTP connection's handlers (the connection itself goes after): NIO's
-    /// response encoder, the session, and when enabled the compressor and its seam.
+    /// Adds an HTTP connection's handlers, up to and including its session (the connection
+    /// itself goes after): NIO's response encoder and request parser (llhttp), then the
+    /// compressor when enabled.
     ///
-    /// The encoder is not told which request a response answers (as
-    /// `configureHTTPServerPipeline` tells it, so that it can leave out the body of a
-    /// response to HEAD): most responses never pass it, and the session leaves out those
-    /// bodies itself.
+    /// The parser is not paired with the encoder (as `configureHTTPServerPipeline` pairs
+    /// them, so that the encoder can leave out the body of a response to HEAD): most
+    /// responses never pass the encoder, and the session leaves out those bodies itself.
     @discardableResult
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
                         framing: ProtocolSettings) throws -> HTTPSession {
         let encoder = HTTPResponseEncoder()
         try pipeline.addHandler(encoder)
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
         let session = HTTPSession(connection: connection, settings: framing)
-        try pipeline.addHandler(session)
-        session.out = try pipeline.context(handler: session)
         if framing.httpCompression {
             // The compressor pairs each response with the Accept-Encoding of the request it
-            // answers, in order: the session shows it each request head (as NIO's type) and
-            // writes every response through it, none past the encoder.
+            // answers, in order: every response passes it, none goes past the encoder.
             try pipeline.addHandler(HTTPResponseCompressor(
                 responseCompressionPredicate: compressionPredicate(minLength: framing.httpCompressionMinLength)))
-            let seam = CompressorSeam()
-            try pipeline.addHandler(seam)
-            session.out = try pipeline.context(handler: seam)
         }
         session.rawResponses = !framing.httpCompression
         session.wire = try pipeline.context(handler: encoder)
         connection.output = session.wire
         connection.http = session
+        try pipeline.addHandler(session)
         return session
-    }
-
-    /// The place after the compressor: the session writes responses from here so that they
-    /// pass the compressor, and the request heads shown to the compressor end here.
-    private final class CompressorSeam: ChannelInboundHandler {
-        typealias InboundIn = HTTPServerRequestPart
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -154,24 +134,20 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer = nil
-        parser = HTTPRequestParser(maxHeadBytes: HTTPSession.maxHeaderBytes)
+        held.removeAll()
         self.context = nil
         wire = nil
-        out = nil
     }
 
     /// Reading pauses while pipelined requests are held, so that a client cannot make the
     /// master buffer more than one read's worth of them.
     func read(context: ChannelHandlerContext) {
-        if holding {
-            readWithheld = true
-        } else {
+        if held.isEmpty {
             context.read()
+        } else {
+            readWithheld = true
         }
     }
-
-    /// Bytes wait in the parser for the response in hand to end.
-    private var holding: Bool { responsePending && parser.hasBuffered }
 
     /// The client shut down its sending side (allowed on HTTP listeners): it still reads, so
     /// the requests it sent are answered, and then the connection closes.
@@ -180,7 +156,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             context.fireUserInboundEventTriggered(event)
             return
         }
-        if holding { return inputClosedAfterHeld = true }
+        if !held.isEmpty { return held.append(.inputClosed) }
         inputEnded()
     }
 
@@ -196,9 +172,10 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         connection.touched()
+        let part = unwrapInboundIn(data)
         if case .closing = state { return }
-        parser.append(unwrapInboundIn(data))
-        if !responsePending { takeHeld() }
+        if !held.isEmpty || responsePending { return held.append(.part(part)) }
+        take(part, context: context)
     }
 
     /// A response is being waited for or written: what arrives now belongs to a later request.
@@ -209,80 +186,73 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// A request that cannot be read gets a 400 (431 for a head over `maxHeaderBytes`),
-    /// once the responses before it are out (none can be sent once one has begun), and the
-    /// connection closes; `ClientConnection` logs it and closes.
-    private func badRequest(_ error: HTTPRequestError) {
+    /// A request that NIO's parser cannot parse gets a 400, once the responses before it
+    /// are out (none can be sent once one has begun), and the connection closes;
+    /// `ClientConnection` logs it and closes.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
+        if !held.isEmpty || responsePending { return held.append(.parseError(error)) }
+        badRequest(error)
+    }
+
+    private func badRequest(_ error: Error) {
         guard let context else { return }
         if case .closing = state {} else {
             state = .closing
             timer = nil
-            let bytes: StaticString
-            if case .headTooLarge = error { bytes = HTTPSession.headTooLargeBytes } else { bytes = HTTPSession.badRequestBytes }
             // Past the compressor, which has no request to pair it with.
-            wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: bytes)), promise: nil)
+            wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: HTTPSession.badRequestBytes)), promise: nil)
         }
         context.fireErrorCaught(error)
     }
 
     /// NIO's error handler's answer, byte for byte.
     static let badRequestBytes: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    static let headTooLargeBytes: StaticString =
-        "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
-    /// Takes what the parser holds, up to the next request that needs a worker (or until
-    /// the connection closes), then lets reading go on: after a read, and once a response
-    /// has ended (what arrived meanwhile waited).
+    /// Takes what was held while the response just ended was pending, up to the next request
+    /// that needs a worker (or until the connection closes), then lets reading go on.
     private func takeHeld() {
         guard !takingHeld, let context else { return }
         takingHeld = true
         defer { takingHeld = false }
-        while !responsePending {
-            if case .closing = state { break }
-            let event: HTTPRequestParser.Event?
-            do {
-                event = try parser.next()
-            } catch let error as HTTPRequestError {
-                badRequest(error)
-                break
-            } catch {
-                badRequest(.malformed("\(error)"))
-                break
+        while !held.isEmpty && !responsePending {
+            if case .closing = state { held.removeAll(); break }
+            switch held.removeFirst() {
+            case .part(let part): take(part, context: context)
+            case .inputClosed: inputEnded()
+            case .parseError(let error): badRequest(error)
             }
-            guard let event else { break }
-            take(event, context: context)
         }
-        if inputClosedAfterHeld && !holding {
-            inputClosedAfterHeld = false
-            inputEnded()
-        }
-        if readWithheld && !holding {
+        if held.isEmpty && readWithheld {
             readWithheld = false
             context.read()
         }
     }
 
-    private func take(_ event: HTTPRequestParser.Event, context: ChannelHandlerContext) {
-        switch (event, state) {
+    private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch (part, state) {
         case (.head(let head), .idle):
             timer = nil
             headsSeen &+= 1
-            if out !== context {
-                // With compression: the compressor learns the request's Accept-Encoding.
-                context.fireChannelRead(wrapInboundOut(.head(head.nioHead())))
+            let headerBytes = head.headers.reduce(head.uri.utf8.count) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headerBytes > HTTPSession.maxHeaderBytes {
+                reject(.requestHeaderFieldsTooLarge, head,
+                       reason: "request head of \(headerBytes) bytes exceeds \(HTTPSession.maxHeaderBytes)")
+                return
             }
             let max = settings.packageMaxLength
-            if let length = head.contentLength, length > max {
+            if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > max {
                 reject(.payloadTooLarge, head, reason: "request body of \(length) bytes exceeds packageMaxLength (\(max))")
                 return
             }
-            if head.expectsContinue && !(head.version < .http1_1) {
+            if !(head.version < .http1_1), head.headers.first(name: "expect")?.lowercased() == "100-continue" {
                 // The client waits for this before it sends the body; the length was checked
                 // above. Written past the compressor, which would take it for the response
                 // and pair the real one with the next request. (An HTTP/1.0 client gets no
                 // 1xx, RFC 9110 §15.2; it sends its body without waiting long.)
-                wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")),
-                                    promise: nil)
+                let interim = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseCompressor.self)) ?? context
+                interim.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
+                                      promise: nil)
             }
             state = .reading(head, body: context.channel.allocator.buffer(capacity: 0))
             armTimer(settings.httpBodyTimeout) { session in
@@ -299,10 +269,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             }
             body.writeBuffer(&part)
             state = .reading(head, body: body)
-        case (.end, .reading(var head, let body)):
+        case (.end, .reading(let head, let body)):
             timer = nil
             if offerToStaticHandler(head) { return }
-            head.answersRaw = rawResponses
             sequence &+= 1
             state = .waiting(head)
             armTimer(settings.httpResponseTimeout) { session in
@@ -314,9 +283,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             connection.reactor.dispatchHTTP(connection, sequence: sequence, head: head, body: body)
         case (_, .closing):
             break
-        case (let event, _):
-            // A pipelined request is held while a response is pending, so this is a bug.
-            connection.reactor.core.logger.error("connection \(connection.id): unexpected HTTP event \(event); closing it")
+        case (let part, _):
+            // The parts of a pipelined request are held while a response is pending, so this is a bug.
+            connection.reactor.core.logger.error("connection \(connection.id): unexpected HTTP part \(part); closing it")
             closeNow(reason: nil)
         }
     }
@@ -326,9 +295,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// hop, and the method returns true ("handled"); false ("not mine") sends it on to a
     /// worker. Offered once the request is read whole, so that its body (if any) is consumed
     /// and pipelined responses stay in order.
-    private func offerToStaticHandler(_ head: RequestHead) -> Bool {
-        guard let staticFiles, let context = out,
-              let answer = StaticFiles.prepare(head.nioHead(), settings: staticFiles, now: Date()) else { return false }
+    private func offerToStaticHandler(_ head: HTTPRequestHead) -> Bool {
+        guard let staticFiles, let context,
+              let answer = StaticFiles.prepare(head, settings: staticFiles, now: Date()) else { return false }
         let close = !head.isKeepAlive || inputClosed
         var extra = HTTPHeaders([("Date", HTTPDate.now()), ("Server", HTTPDate.serverName)])
         if close {
@@ -372,11 +341,19 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// A worker's response head, with the body so far (the whole body when `end`).
     func response(sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .waiting(let request) = state, let context = out else { return }
+        guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
         timer = nil
+        // RawResponse checks the fields itself (and declines invalid ones).
+        if end, rawResponses,
+           let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, request: request,
+                                                   allocator: context.channel.allocator) {
+            // A response that fits a socket buffer leaves at once: the wait for the next
+            // request starts now, without a promise to learn when it was written.
+            return finish(close: close, last: .raw(bytes), leavesAtOnce: bytes.readableBytes <= 64 * 1024)
+        }
         guard !Self.hasInvalidField(headers) else {
             return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
         }
@@ -409,18 +386,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// A whole response the worker encoded (`RawResponse`), written past NIO's encoder.
-    func rawResponse(sequence: UInt32, bytes: ByteBuffer, close: Bool) {
-        guard sequence == self.sequence, case .waiting = state else { return }
-        timer = nil
-        // A response that fits a socket buffer leaves at once: the wait for the next
-        // request starts now, without a promise to learn when it was written.
-        finish(close: close, last: .raw(bytes), leavesAtOnce: bytes.readableBytes <= 64 * 1024)
-    }
-
     /// More of a worker's response body; `end`: its last part.
     func responseBody(sequence: UInt32, data: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .responding(let request, let close) = state, let context = out else { return }
+        guard sequence == self.sequence, case .responding(let request, let close) = state, let context else { return }
         // The encoder is not told which request a response answers: the session leaves out
         // the body of a response to HEAD, and its end (the head of a stream to HEAD says
         // chunked, and the encoder would write the last chunk; the connection closes instead).
@@ -437,7 +405,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// crosses the IPC socket nor counts against `bufferOutputSize`.
     func sendfile(sequence: UInt32, status: Int, headers: [HTTPWirePair], path: String,
                   identity: (device: UInt64, inode: UInt64), offset: UInt64, length: UInt64) {
-        guard sequence == self.sequence, case .waiting(let request) = state, let context = out else { return }
+        guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
@@ -527,7 +495,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// Answers the request in hand from the master with a short text (500, 503, 504).
-    private func answer(_ status: HTTPResponseStatus, _ request: RequestHead, why: String? = nil) {
+    private func answer(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, why: String? = nil) {
         if let why { connection.reactor.core.logger.warning("connection \(connection.id): \(why); answering \(status.code)") }
         respondLocally(status, headers: HTTPHeaders([("Content-Type", "text/plain")]),
                        body: ByteBuffer(string: "\(status.code) \(status.reasonPhrase)\n"), to: request)
@@ -535,8 +503,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Writes a whole response made in the reactor (no worker involved) to `request`, the
     /// request in hand, and goes on to the next request, or closes when the request asked so.
-    func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: RequestHead) {
-        guard let context = out else { return }
+    func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: HTTPRequestHead) {
+        guard let context else { return }
         timer = nil
         var fields = headers
         fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
@@ -548,8 +516,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Refuses a request before it was read whole: answers and closes, as the rest of its
     /// body cannot be told apart from the next request.
-    private func reject(_ status: HTTPResponseStatus, _ request: RequestHead, reason: String) {
-        guard let context = out else { return }
+    private func reject(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, reason: String) {
+        guard let context else { return }
         timer = nil
         connection.reactor.core.logger.info("connection \(connection.id): \(reason); answering \(status.code) and closing")
         let text = "\(status.code) \(status.reasonPhrase)\n"
@@ -563,8 +531,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// Writes a part of a response's body through the encoder; none for a response to HEAD.
     /// (The encoder is not told which request a response answers, see `install`, so the
     /// session leaves those bodies out: this is the one place that writes body bytes.)
-    private func writeBody(_ data: ByteBuffer, for request: RequestHead) {
-        guard data.readableBytes > 0, request.method != .HEAD, let context = out else { return }
+    private func writeBody(_ data: ByteBuffer, for request: HTTPRequestHead) {
+        guard data.readableBytes > 0, request.method != .HEAD, let context else { return }
         context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil)
     }
 
@@ -579,7 +547,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// Ends the response in hand; the connection then takes the next request (held ones
     /// first) or closes.
     private func finish(close: Bool, last: LastWrite = .end, leavesAtOnce: Bool = false) {
-        guard let context = out else { return }
+        guard let context else { return }
         let closing = close || inputClosed
         state = closing ? .closing : .idle
         let flushed = leavesAtOnce && !closing ? nil : context.eventLoop.makePromise(of: Void.self)
@@ -627,7 +595,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// The head sent for `request`: its version, Swoop's Server and Date headers (unless the
     /// handler set them), and the connection header that the version needs.
-    private func responseHead(_ status: HTTPResponseStatus, _ fields: HTTPHeaders, for request: RequestHead,
+    private func responseHead(_ status: HTTPResponseStatus, _ fields: HTTPHeaders, for request: HTTPRequestHead,
                               close: Bool) -> HTTPResponseHead {
         var fields = fields
         if !fields.contains(name: "Server") { fields.add(name: "Server", value: HTTPDate.serverName) }

@@ -244,8 +244,6 @@ final class Reactor: @unchecked Sendable {
         case let .httpResponse(connection, sequence, status, headers, body, end):
             connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers,
                                                     body: body, end: end)
-        case let .httpRaw(connection, sequence, bytes, close):
-            connections[connection]?.http?.rawResponse(sequence: sequence, bytes: bytes, close: close)
         case let .httpBody(connection, sequence, data, end):
             connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
         case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
@@ -272,11 +270,14 @@ final class Reactor: @unchecked Sendable {
     }
 
     /// Hands a whole HTTP request to a worker chosen by the dispatch mode.
-    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: RequestHead, body: ByteBuffer) {
+    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: HTTPRequestHead, body: ByteBuffer) {
         core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
         let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
                               sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: body)
-        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: head, body: body),
+        let wire = HTTPWireHead(method: head.method.rawValue, target: head.uri,
+                                versionMajor: head.version.major, versionMinor: head.version.minor,
+                                headers: head.headers.map { HTTPWirePair(name: $0.name, value: $0.value) })
+        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: wire, body: body),
                           toSlot: slot, connection: connection.id, isRequest: true)
         connection.http?.heldBy = holder.map(ObjectIdentifier.init)
     }
@@ -448,10 +449,11 @@ extension IPCMessage {
              .task(_, _, _, let data), .taskResult(_, _, _, let data):
             return data.readableBytes + 64
         case .httpRequest(_, _, _, let head, let body):
-            return body.readableBytes + head.bytes.readableBytes + 64
+            return body.readableBytes + head.target.utf8.count
+                + head.headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
         case .httpResponse(_, _, _, let headers, let body, _):
             return body.readableBytes + headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
-        case .httpBody(_, _, let data, _), .httpRaw(_, _, let data, _):
+        case .httpBody(_, _, let data, _):
             return data.readableBytes + 32
         case .httpSendfile(_, _, _, let headers, let path, _, _, _, _):
             return path.utf8.count + headers.reduce(96) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 }
@@ -637,9 +639,9 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Logs why the connection fails and closes it.
     private func failed(context: ChannelHandlerContext, _ error: Error) {
-        if error is HTTPRequestError {
+        if error is HTTPParserError {
             // HTTPSession has already answered 400 (or a response to this request had begun).
-            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): \(error); closing it")
+            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
             reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
         } else if let framing = error as? FramingError {
             reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")

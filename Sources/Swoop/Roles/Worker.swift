@@ -194,7 +194,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             switch message {
             case .send(let connection, _), .closeConnection(let connection, _),
                  .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
-                 .httpRaw(let connection, _, _, _), .httpSendfile(let connection, _, _, _, _, _, _, _, _):
+                 .httpSendfile(let connection, _, _, _, _, _, _, _, _):
                 // Base mode: this worker's own connection is answered here, without the master.
                 if local.owns(connection) {
                     local.reactor.apply(message)
@@ -274,7 +274,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         case .stopping:
             stopAcknowledged = true
             finishStopIfIdle()
-        case .send, .closeConnection, .httpResponse, .httpBody, .httpRaw, .httpSendfile:
+        case .send, .closeConnection, .httpResponse, .httpBody, .httpSendfile:
             // Base mode: another worker's reply to a connection of this one.
             local?.reactor.apply(message)
         case .activate:
@@ -338,8 +338,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             return run(handlers.receive, ReceiveEvent(connection: ConnectionID(id), reactorId: reactor, data: data),
                        isRequest: true, what: "onReceive", connection: id, ordered: id)
         case let .httpRequest(id, reactor, sequence, head, body):
-            let request = Request(head: head, body: body, connection: ConnectionID(id), reactorId: reactor)
-            let response = Response(worker: self, connection: id, sequence: sequence, request: head,
+            let request = Request(wire: head, body: body, connection: ConnectionID(id), reactorId: reactor)
+            let response = Response(worker: self, connection: id, sequence: sequence,
                                     maxChunk: min(server.settings.bufferOutputSize / 2, 256 * 1024))
             guard handlers.request != nil else {
                 logger.error("an HTTP request arrived, but the server has no onRequest handler; answering 500")

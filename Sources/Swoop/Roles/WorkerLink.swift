@@ -204,7 +204,6 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
     private func route(_ message: IPCMessage, from endpoint: WorkerEndpoint, context: ChannelHandlerContext) {
         switch message {
         case .send(let connection, _), .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
-             .httpRaw(let connection, _, _, _),
              .httpSendfile(let connection, _, _, _, _, _, _, _, _), .closeConnection(let connection, _):
             if isBase {
                 core.routeToConnection(connection, message)
