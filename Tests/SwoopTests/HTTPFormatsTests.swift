@@ -43,6 +43,30 @@ final class HTTPFormatsTests: XCTestCase {
         XCTAssertEqual(request.version, "1.1")
     }
 
+    /// The head is built on first use; a copy reads the same one, and a handler's own head
+    /// replaces it for that copy alone.
+    func testRequestHeadIsBuiltOnceAndCanBeReplaced() {
+        let head = HTTPWireHead(method: "GET", target: "/a?b=1", versionMajor: 1, versionMinor: 0,
+                                headers: [.init(name: "host", value: "h:1"), .init(name: "COOKIE", value: "x=1"),
+                                          .init(name: "cookie", value: "y=2; x=3"), .init(name: "Accept", value: "*/*")])
+        var request = Request(wire: head, body: ByteBuffer(), connection: ConnectionID(1), reactorId: 0)
+        let copy = request
+        XCTAssertEqual(request.method, .get)
+        XCTAssertEqual(request.cookies, ["x": "1", "y": "2"])
+        XCTAssertEqual(request.form, [:])
+        XCTAssertEqual(request.head.path, "/a?b=1")
+        XCTAssertEqual(copy.head.authority, "h:1")
+        XCTAssertEqual(copy.headers[.accept], "*/*")
+        XCTAssertEqual(copy.headers.count, 3)
+
+        request.head = HTTPRequest(method: .post, scheme: nil, authority: "other", path: "/z")
+        XCTAssertEqual(request.method, .post)
+        XCTAssertEqual(request.head.authority, "other")
+        XCTAssertEqual(copy.method, .get)
+        XCTAssertEqual(copy.head.authority, "h:1")
+        XCTAssertEqual(request.version, "1.0")
+    }
+
     func testMediaTypes() {
         XCTAssertEqual(MediaType.guess("/a/b/index.HTML"), "text/html; charset=utf-8")
         XCTAssertEqual(MediaType.guess("/a/b.c/noext"), "application/octet-stream")

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Atomics
 import Foundation
 @_exported import HTTPTypes
 import NIOConcurrencyHelpers
@@ -16,10 +17,16 @@ import NIOCore
 /// }
 /// ```
 public struct Request: Sendable {
-    /// The method, target (`path`, as sent: `/a/b?x=1`), `Host` as authority, and header fields.
-    public var head: HTTPRequest
+    /// The method, target (`path`, as sent: `/a/b?x=1`), `Host` as authority, and header
+    /// fields. Built on first use: most handlers look at the method and path only, and
+    /// building it (every field checked by swift-http-types) was a tenth of a worker's
+    /// instructions per request.
+    public var head: HTTPRequest {
+        get { assignedHead ?? parsedHead.head }
+        set { assignedHead = newValue }
+    }
     /// The method (`GET`, `POST`, …).
-    public var method: HTTPRequest.Method { head.method }
+    public var method: HTTPRequest.Method { assignedHead?.method ?? parsedHead.method }
     /// The request target as sent, query included and not percent-decoded (Swoole's `request_uri` plus query).
     public var uri: String
     /// The path of the target, without the query, not percent-decoded.
@@ -43,19 +50,13 @@ public struct Request: Sendable {
     /// The reactor thread that owns the connection.
     public var reactorId: Int
 
+    /// What the handler set `head` to, if it did.
+    private var assignedHead: HTTPRequest?
+    /// The head as it arrived, built on first use.
+    private let parsedHead: ParsedHead
+
     init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
-        var fields = HTTPFields()
-        var host: String?
-        for pair in wire.headers {
-            // NIO's parser only passes valid tokens as names; a name that still does not
-            // pass swift-http-types' check is dropped rather than failing the request.
-            // swift-http-types carries Host as the request's authority, not as a field.
-            if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
-            guard let name = HTTPField.Name(pair.name) else { continue }
-            fields.append(HTTPField(name: name, value: pair.value))
-        }
-        let method = HTTPRequest.Method(wire.method) ?? .get
-        head = HTTPRequest(method: method, scheme: nil, authority: host, path: wire.target, headerFields: fields)
+        parsedHead = ParsedHead(wire)
         uri = wire.target
         if let mark = wire.target.firstIndex(of: "?") {
             path = String(wire.target[..<mark])
@@ -66,10 +67,17 @@ public struct Request: Sendable {
         }
         // Each parsed only when there is something to parse (most requests have neither).
         query = queryString.isEmpty ? [:] : URLEncoding.parseForm(Substring(queryString))
-        let cookieValues = fields[values: .cookie]
+        var cookieValues: [String] = []
+        var type = ""
+        for pair in wire.headers {
+            if RawResponse.equalsIgnoringCase(pair.name, "cookie") {
+                cookieValues.append(pair.value)
+            } else if type.isEmpty, RawResponse.equalsIgnoringCase(pair.name, "content-type") {
+                type = pair.value.lowercased()
+            }
+        }
         cookies = cookieValues.isEmpty ? [:] : CookieHeader.parse(cookieValues)
         self.body = body
-        let type = fields[.contentType]?.lowercased() ?? ""
         form = type.hasPrefix("application/x-www-form-urlencoded")
             ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
         switch (wire.versionMajor, wire.versionMinor) {
@@ -79,6 +87,41 @@ public struct Request: Sendable {
         }
         self.connection = connection
         self.reactorId = reactorId
+    }
+}
+
+/// A request's head as the reactor sent it, and the ``HTTPRequest`` made of it once asked
+/// for. A class, so that copies of a ``Request`` share what was built; the lazy reference
+/// makes the first use safe from any thread.
+private final class ParsedHead: Sendable {
+    let method: HTTPRequest.Method
+    private let wire: HTTPWireHead
+    private let built = ManagedAtomicLazyReference<Built>()
+
+    private final class Built: Sendable {
+        let head: HTTPRequest
+        init(_ head: HTTPRequest) { self.head = head }
+    }
+
+    init(_ wire: HTTPWireHead) {
+        self.wire = wire
+        method = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
+    }
+
+    var head: HTTPRequest {
+        if let built = built.load() { return built.head }
+        var fields = HTTPFields()
+        var host: String?
+        for pair in wire.headers {
+            // NIO's parser only passes valid tokens as names; a name that still does not
+            // pass swift-http-types' check is dropped rather than failing the request.
+            // swift-http-types carries Host as the request's authority, not as a field.
+            if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
+            guard let name = HTTPField.Name(pair.name) else { continue }
+            fields.append(HTTPField(name: name, value: pair.value))
+        }
+        let head = HTTPRequest(method: method, scheme: nil, authority: host, path: wire.target, headerFields: fields)
+        return built.storeIfNilThenLoad(Built(head)).head
     }
 }
 

@@ -43,11 +43,9 @@ final class WorkerEndpoint: @unchecked Sendable {
     func began(_ connection: UInt64) {
         inFlight.wrappingIncrement(ordering: .relaxed)
         pending.withLockedValue { pending in
-            if let entry = pending[connection] {
-                pending[connection] = (entry.count + 1, entry.since)
-            } else {
-                pending[connection] = (1, .now())
-            }
+            // One lookup (this runs for every request); the clock is read only for a
+            // connection that had nothing pending.
+            pending[connection, default: (0, .now())].count += 1
         }
     }
 
@@ -55,12 +53,14 @@ final class WorkerEndpoint: @unchecked Sendable {
         inFlight.wrappingDecrement(by: connections.count, ordering: .relaxed)
         served.wrappingIncrement(by: connections.count, ordering: .relaxed)
         pending.withLockedValue { pending in
-            let now = NIODeadline.now()
+            var now: NIODeadline?
             for connection in connections {
-                if let entry = pending[connection], entry.count > 1 {
-                    pending[connection] = (entry.count - 1, now)
+                guard let index = pending.index(forKey: connection) else { continue }
+                if pending.values[index].count > 1 {
+                    if now == nil { now = .now() }
+                    pending.values[index] = (pending.values[index].count - 1, now!)
                 } else {
-                    pending[connection] = nil
+                    pending.remove(at: index)
                 }
             }
         }
