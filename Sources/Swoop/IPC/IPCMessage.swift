@@ -148,7 +148,7 @@ enum IPCCodec {
 
     /// Appends the frame for `message` to `buffer`.
     static func encode(_ message: IPCMessage, into buffer: inout ByteBuffer) {
-        // The two frames of every request, their fixed part written in one go (ByteWriter).
+        // The frames of every request have their fixed part written in one go (ByteWriter).
         switch message {
         case let .receive(connection, reactor, data):
             buffer.write(exactly: headerSize + 11) { out in
@@ -158,7 +158,6 @@ enum IPCCodec {
                 out.put(bigEndian: UInt16(reactor))
             }
             buffer.writeImmutableBuffer(data)
-            return
         case let .send(connection, data):
             buffer.write(exactly: headerSize + 9) { out in
                 out.put(bigEndian: UInt32(9 + data.readableBytes))
@@ -166,7 +165,6 @@ enum IPCCodec {
                 out.put(bigEndian: connection)
             }
             buffer.writeImmutableBuffer(data)
-            return
         case let .httpRequest(connection, reactor, sequence, head, body):
             let method = head.method.utf8.count, target = head.target.utf8.count
             let fixed = 1 + 8 + 2 + 4 + 4 + method + 4 + target + 2
@@ -186,7 +184,6 @@ enum IPCCodec {
                 putHeaders(head.headers, into: &out)
             }
             buffer.writeImmutableBuffer(body)
-            return
         case let .httpResponse(connection, sequence, status, headers, body, end):
             let fixed = 1 + 8 + 4 + 2 + 1
             let size = headersSize(headers)
@@ -200,119 +197,136 @@ enum IPCCodec {
                 putHeaders(headers, into: &out)
             }
             buffer.writeImmutableBuffer(body)
-            return
-        default:
-            break
+        case let .hello(role, workerId, generation, pid, token):
+            framed(.hello, into: &buffer) { buffer in
+                buffer.writeInteger(role.rawValue)
+                buffer.writeInteger(Int32(workerId))
+                buffer.writeInteger(UInt32(generation))
+                buffer.writeInteger(pid)
+                buffer.writeInteger(token)
+            }
+        case let .connect(connection, reactor, listener):
+            framed(.connect, into: &buffer) { buffer in
+                buffer.writeInteger(connection)
+                buffer.writeInteger(UInt16(reactor))
+                buffer.writeInteger(UInt16(listener))
+            }
+        case let .close(connection, reactor, byServer):
+            framed(.close, into: &buffer) { buffer in
+                buffer.writeInteger(connection)
+                buffer.writeInteger(UInt16(reactor))
+                buffer.writeInteger(byServer ? UInt8(1) : 0)
+            }
+        case let .packet(listener, address, port, data):
+            framed(.packet, into: &buffer) { buffer in
+                buffer.writeInteger(UInt16(listener))
+                writeAddress(address, port, into: &buffer)
+                buffer.writeImmutableBuffer(data)
+            }
+        case let .sendTo(listener, address, port, data):
+            framed(.sendTo, into: &buffer) { buffer in
+                buffer.writeInteger(UInt16(listener))
+                writeAddress(address, port, into: &buffer)
+                buffer.writeImmutableBuffer(data)
+            }
+        case let .closeConnection(connection, reset):
+            framed(.closeConnection, into: &buffer) { buffer in
+                buffer.writeInteger(connection)
+                buffer.writeInteger(reset ? UInt8(1) : 0)
+            }
+        case let .done(connections):
+            framed(.done, into: &buffer) { buffer in
+                buffer.writeInteger(UInt32(connections.count))
+                for connection in connections { buffer.writeInteger(connection) }
+            }
+        case let .pipeMessage(from, to, data):
+            framed(.pipeMessage, into: &buffer) { buffer in
+                buffer.writeInteger(Int32(from))
+                buffer.writeInteger(Int32(to))
+                buffer.writeImmutableBuffer(data)
+            }
+        case let .request(id, query, argument):
+            framed(.request, into: &buffer) { buffer in
+                buffer.writeInteger(id)
+                buffer.writeInteger(query.rawValue)
+                buffer.writeInteger(argument)
+            }
+        case let .response(id, data):
+            framed(.response, into: &buffer) { buffer in
+                buffer.writeInteger(id)
+                buffer.writeImmutableBuffer(data)
+            }
+        case .stopping:
+            framed(.stopping, into: &buffer) { _ in }
+        case let .workerReady(workerId, generation, pid):
+            framed(.workerReady, into: &buffer) { buffer in
+                buffer.writeInteger(Int32(workerId))
+                buffer.writeInteger(UInt32(generation))
+                buffer.writeInteger(pid)
+            }
+        case let .reload(taskWorkersOnly):
+            framed(.reload, into: &buffer) { buffer in
+                buffer.writeInteger(taskWorkersOnly ? UInt8(1) : 0)
+            }
+        case .shutdown:
+            framed(.shutdown, into: &buffer) { _ in }
+        case let .task(id, source, target, data):
+            framed(.task, into: &buffer) { buffer in
+                buffer.writeInteger(id)
+                buffer.writeInteger(Int32(source))
+                buffer.writeInteger(Int32(target))
+                buffer.writeImmutableBuffer(data)
+            }
+        case let .taskResult(id, source, status, data):
+            framed(.taskResult, into: &buffer) { buffer in
+                buffer.writeInteger(id)
+                buffer.writeInteger(Int32(source))
+                buffer.writeInteger(status.rawValue)
+                buffer.writeImmutableBuffer(data)
+            }
+        case let .recycle(workerId, generation):
+            framed(.recycle, into: &buffer) { buffer in
+                buffer.writeInteger(Int32(workerId))
+                buffer.writeInteger(UInt32(generation))
+            }
+        case let .activate(workerId, generation):
+            framed(.activate, into: &buffer) { buffer in
+                buffer.writeInteger(Int32(workerId))
+                buffer.writeInteger(UInt32(generation))
+            }
+        case let .reloadDone(succeeded):
+            framed(.reloadDone, into: &buffer) { buffer in
+                buffer.writeInteger(succeeded ? UInt8(1) : 0)
+            }
+        case let .httpBody(connection, sequence, data, end):
+            framed(.httpBody, into: &buffer) { buffer in
+                buffer.writeInteger(connection)
+                buffer.writeInteger(sequence)
+                buffer.writeInteger(end ? UInt8(1) : 0)
+                buffer.writeImmutableBuffer(data)
+            }
+        case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
+            framed(.httpSendfile, into: &buffer) { buffer in
+                buffer.writeInteger(connection)
+                buffer.writeInteger(sequence)
+                buffer.writeInteger(UInt16(truncatingIfNeeded: status))
+                writeHeaders(headers, into: &buffer)
+                writeString(path, into: &buffer)
+                buffer.writeInteger(device)
+                buffer.writeInteger(inode)
+                buffer.writeInteger(offset)
+                buffer.writeInteger(length)
+            }
         }
+    }
+
+    /// A frame whose fields are written one by one (the rare messages): its length is filled in
+    /// once they are.
+    private static func framed(_ tag: Tag, into buffer: inout ByteBuffer, _ fields: (inout ByteBuffer) -> Void) {
         let start = buffer.writerIndex
         buffer.writeInteger(UInt32(0))
-        switch message {
-        case let .hello(role, workerId, generation, pid, token):
-            buffer.writeInteger(Tag.hello.rawValue)
-            buffer.writeInteger(role.rawValue)
-            buffer.writeInteger(Int32(workerId))
-            buffer.writeInteger(UInt32(generation))
-            buffer.writeInteger(pid)
-            buffer.writeInteger(token)
-        case let .connect(connection, reactor, listener):
-            buffer.writeInteger(Tag.connect.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(UInt16(reactor))
-            buffer.writeInteger(UInt16(listener))
-        case .receive, .send:
-            preconditionFailure("written above")
-        case let .close(connection, reactor, byServer):
-            buffer.writeInteger(Tag.close.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(UInt16(reactor))
-            buffer.writeInteger(byServer ? UInt8(1) : 0)
-        case let .packet(listener, address, port, data):
-            buffer.writeInteger(Tag.packet.rawValue)
-            buffer.writeInteger(UInt16(listener))
-            writeAddress(address, port, into: &buffer)
-            buffer.writeImmutableBuffer(data)
-        case let .sendTo(listener, address, port, data):
-            buffer.writeInteger(Tag.sendTo.rawValue)
-            buffer.writeInteger(UInt16(listener))
-            writeAddress(address, port, into: &buffer)
-            buffer.writeImmutableBuffer(data)
-        case let .closeConnection(connection, reset):
-            buffer.writeInteger(Tag.closeConnection.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(reset ? UInt8(1) : 0)
-        case let .done(connections):
-            buffer.writeInteger(Tag.done.rawValue)
-            buffer.writeInteger(UInt32(connections.count))
-            for connection in connections { buffer.writeInteger(connection) }
-        case let .pipeMessage(from, to, data):
-            buffer.writeInteger(Tag.pipeMessage.rawValue)
-            buffer.writeInteger(Int32(from))
-            buffer.writeInteger(Int32(to))
-            buffer.writeImmutableBuffer(data)
-        case let .request(id, query, argument):
-            buffer.writeInteger(Tag.request.rawValue)
-            buffer.writeInteger(id)
-            buffer.writeInteger(query.rawValue)
-            buffer.writeInteger(argument)
-        case let .response(id, data):
-            buffer.writeInteger(Tag.response.rawValue)
-            buffer.writeInteger(id)
-            buffer.writeImmutableBuffer(data)
-        case .stopping:
-            buffer.writeInteger(Tag.stopping.rawValue)
-        case let .workerReady(workerId, generation, pid):
-            buffer.writeInteger(Tag.workerReady.rawValue)
-            buffer.writeInteger(Int32(workerId))
-            buffer.writeInteger(UInt32(generation))
-            buffer.writeInteger(pid)
-        case let .reload(taskWorkersOnly):
-            buffer.writeInteger(Tag.reload.rawValue)
-            buffer.writeInteger(taskWorkersOnly ? UInt8(1) : 0)
-        case .shutdown:
-            buffer.writeInteger(Tag.shutdown.rawValue)
-        case let .task(id, source, target, data):
-            buffer.writeInteger(Tag.task.rawValue)
-            buffer.writeInteger(id)
-            buffer.writeInteger(Int32(source))
-            buffer.writeInteger(Int32(target))
-            buffer.writeImmutableBuffer(data)
-        case let .taskResult(id, source, status, data):
-            buffer.writeInteger(Tag.taskResult.rawValue)
-            buffer.writeInteger(id)
-            buffer.writeInteger(Int32(source))
-            buffer.writeInteger(status.rawValue)
-            buffer.writeImmutableBuffer(data)
-        case let .recycle(workerId, generation):
-            buffer.writeInteger(Tag.recycle.rawValue)
-            buffer.writeInteger(Int32(workerId))
-            buffer.writeInteger(UInt32(generation))
-        case let .activate(workerId, generation):
-            buffer.writeInteger(Tag.activate.rawValue)
-            buffer.writeInteger(Int32(workerId))
-            buffer.writeInteger(UInt32(generation))
-        case let .reloadDone(succeeded):
-            buffer.writeInteger(Tag.reloadDone.rawValue)
-            buffer.writeInteger(succeeded ? UInt8(1) : 0)
-        case .httpRequest, .httpResponse:
-            preconditionFailure("written above")
-        case let .httpBody(connection, sequence, data, end):
-            buffer.writeInteger(Tag.httpBody.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(sequence)
-            buffer.writeInteger(end ? UInt8(1) : 0)
-            buffer.writeImmutableBuffer(data)
-        case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):
-            buffer.writeInteger(Tag.httpSendfile.rawValue)
-            buffer.writeInteger(connection)
-            buffer.writeInteger(sequence)
-            buffer.writeInteger(UInt16(truncatingIfNeeded: status))
-            writeHeaders(headers, into: &buffer)
-            writeString(path, into: &buffer)
-            buffer.writeInteger(device)
-            buffer.writeInteger(inode)
-            buffer.writeInteger(offset)
-            buffer.writeInteger(length)
-        }
+        buffer.writeInteger(tag.rawValue)
+        fields(&buffer)
         buffer.setInteger(UInt32(buffer.writerIndex - start - headerSize), at: start)
     }
 
