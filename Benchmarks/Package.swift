@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "nio-baseline", targets: ["nio-baseline"]),
         .executable(name: "swoop-load", targets: ["swoop-load"]),
         .executable(name: "c-ceiling", targets: ["c-ceiling"]),
+        .executable(name: "swift-epoll", targets: ["swift-epoll"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -19,6 +20,7 @@ let package = Package(
         .executableTarget(
             name: "nio-baseline",
             dependencies: [
+                "BenchSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -34,6 +36,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // What the servers share: their ready line, written unbuffered.
+        .target(name: "BenchSupport"),
         // <sys/epoll.h>, which Glibc's module does not export.
         .target(name: "CEpoll"),
         // The ceiling: a bare C epoll server speaking nio-baseline's protocols byte for byte,
@@ -41,6 +45,17 @@ let package = Package(
         .executableTarget(
             name: "c-ceiling",
             linkerSettings: [.linkedLibrary("pthread")]
+        ),
+        // c-ceiling's design in Swift: raw epoll, and for HTTP llhttp as NIOHTTP1 vendors it
+        // (CNIOLLHTTP, reached through the NIOHTTP1 product), with or without async handlers.
+        .executableTarget(
+            name: "swift-epoll",
+            dependencies: [
+                "BenchSupport",
+                "CEpoll",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

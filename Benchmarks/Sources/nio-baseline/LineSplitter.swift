@@ -1,11 +1,4 @@
-// How nio-baseline cuts its byte stream into lines, and how it announces that it is ready.
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
+// How nio-baseline cuts its byte stream into lines.
 import NIOCore
 
 /// Cuts a byte stream into lines, each one handed on with its terminating `"\n"`.
@@ -49,25 +42,4 @@ struct LineTooLongError: Error, CustomStringConvertible {
     /// The bytes buffered when the splitter gave up.
     let length: Int
     var description: String { "a line of more than \(length) bytes without a terminator" }
-}
-
-/// Writes `line` to standard output at once, unbuffered.
-///
-/// The harness waits for a program's ready line on a pipe; stdio would hold it in its buffer
-/// (stdout is not a terminal there), and Swift 6 forbids touching C's global `stdout` to
-/// flush it, so the line goes out with one `write(2)` instead.
-func announce(_ line: String) {
-    var text = line
-    if !text.hasSuffix("\n") { text += "\n" }
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let written = write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-            if written < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += written
-        }
-    }
 }

@@ -8,6 +8,7 @@
 // process model costs, and not a handicapped opponent: replies reuse the request's bytes, and
 // each read batch ends in one flush.
 import ArgumentParser
+import BenchSupport
 import NIOCore
 import NIOHTTP1
 import NIOPosix
