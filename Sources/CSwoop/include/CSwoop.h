@@ -1,6 +1,9 @@
 #pragma once
 #include <sys/types.h>
 #include <stdint.h>
+// Glibc's Swift module leaves these out; EpollLoop needs them.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 /// Flags for cswoop_spawn.
 #define CSWOOP_SPAWN_NEW_PGROUP 1

@@ -1,0 +1,122 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import XCTest
+
+@testable import Swoop
+
+final class EpollLoopTests: XCTestCase {
+    private var loop: EpollLoop!
+
+    override func setUpWithError() throws {
+        loop = try EpollLoop.start(name: "epoll-test")
+    }
+
+    override func tearDownWithError() throws {
+        try loop.syncShutdownGracefully()
+        loop = nil
+    }
+
+    func testTasksFromOtherThreadsRunOnTheLoopInOrder() throws {
+        let seen = NIOLockedValueBox<[Int]>([])
+        let done = loop.makePromise(of: Void.self)
+        for index in 0..<1000 {
+            loop.execute { [loop] in
+                XCTAssertTrue(loop!.inEventLoop)
+                seen.withLockedValue { $0.append(index) }
+                if index == 999 { done.succeed() }
+            }
+        }
+        try done.futureResult.wait()
+        XCTAssertEqual(seen.withLockedValue { $0 }, Array(0..<1000))
+        XCTAssertFalse(loop.inEventLoop)
+    }
+
+    func testTimersFireInDeadlineOrderAndCancelledOnesDoNot() throws {
+        let order = NIOLockedValueBox<[String]>([])
+        let late = loop.scheduleTask(in: .milliseconds(60)) { order.withLockedValue { $0.append("late") } }
+        let cancelled = loop.scheduleTask(in: .milliseconds(30)) { order.withLockedValue { $0.append("cancelled") } }
+        let early = loop.scheduleTask(in: .milliseconds(10)) { order.withLockedValue { $0.append("early") } }
+        cancelled.cancel()
+        try early.futureResult.wait()
+        try late.futureResult.wait()
+        XCTAssertThrowsError(try cancelled.futureResult.wait()) { error in
+            XCTAssertEqual(error as? EventLoopError, .cancelled)
+        }
+        XCTAssertEqual(order.withLockedValue { $0 }, ["early", "late"])
+    }
+
+    func testManyCancelledTimersDoNotStayUntilTheirDeadline() throws {
+        // Every request's timeout cancelled: a minute-long deadline each, none may pile up.
+        for _ in 0..<10_000 {
+            loop.scheduleTask(in: .seconds(60)) {}.cancel()
+        }
+        let soon = loop.scheduleTask(in: .milliseconds(5)) { 42 }
+        XCTAssertEqual(try soon.futureResult.wait(), 42)
+        let loop = self.loop!
+        // At most the few cancelled since the last purge (64), not the 10,000.
+        XCTAssertLessThanOrEqual(try loop.submit { loop.pendingTimersForTesting }.wait(), 65)
+    }
+
+    func testAWatchedPipeIsReportedReadable() throws {
+        var pair: [CInt] = [0, 0]
+        XCTAssertEqual(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0, &pair), 0)
+        let (ours, theirs) = (pair[0], pair[1])
+        defer { close(ours); close(theirs) }
+        let loop = self.loop!
+        final class Reader: EpollWatcher, @unchecked Sendable {
+            let fd: CInt
+            let got: EventLoopPromise<[UInt8]>
+            var bytes: [UInt8] = []
+            init(fd: CInt, got: EventLoopPromise<[UInt8]>) { self.fd = fd; self.got = got }
+            func ready(_ events: UInt32) {
+                var chunk = [UInt8](repeating: 0, count: 16)
+                while true {   // edge-triggered: until EAGAIN
+                    let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n <= 0 { break }
+                    bytes += chunk[0..<n]
+                }
+                if bytes.count >= 40 { got.succeed(bytes) }
+            }
+        }
+        let reader = Reader(fd: ours, got: loop.makePromise())
+        try loop.submit { try loop.watch(ours, events: EpollLoop.readable, reader) }.wait()
+        let message = [UInt8]((0..<40).map { UInt8($0) })
+        XCTAssertEqual(message.withUnsafeBytes { write(theirs, $0.baseAddress, 20) }, 20)
+        usleep(5_000)   // two separate arrivals: the second must wake the loop again
+        XCTAssertEqual(message.withUnsafeBytes { write(theirs, $0.baseAddress! + 20, 20) }, 20)
+        XCTAssertEqual(try reader.got.futureResult.wait(), message)
+        try loop.submit { loop.unwatch(ours) }.wait()
+    }
+
+    func testAsyncWorkPreferringTheLoopResumesOnIt() async throws {
+        let executor = LoopTaskExecutor(loop)
+        let loop = self.loop!
+        let onLoop = try await Task(executorPreference: executor) { () -> [Bool] in
+            var seen = [loop.inEventLoop]
+            await Task.yield()
+            seen.append(loop.inEventLoop)
+            try await Task.sleep(for: .milliseconds(5))
+            seen.append(loop.inEventLoop)
+            return seen
+        }.value
+        XCTAssertEqual(onLoop, [true, true, true])
+    }
+
+    func testShutdownRunsWhatWasPostedFirstAndFailsTimersNotDue() throws {
+        let ran = NIOLockedValueBox(false)
+        loop.execute { ran.withLockedValue { $0 = true } }
+        let notDue = loop.scheduleTask(in: .seconds(60)) {}
+        // Observed from a callback registered before the shutdown: a finished loop runs
+        // nothing more, so waiting on its future afterwards would wait forever.
+        let failure = NIOLockedValueBox<Error?>(nil)
+        notDue.futureResult.whenFailure { error in failure.withLockedValue { $0 = error } }
+        try loop.syncShutdownGracefully()
+        XCTAssertTrue(ran.withLockedValue { $0 })
+        XCTAssertEqual(failure.withLockedValue { $0 } as? EventLoopError, .shutdown)
+        loop = try EpollLoop.start(name: "epoll-test")   // for tearDown
+    }
+}
