@@ -25,8 +25,20 @@ struct WorkerProcess {
             logger.critical("cannot install signal handlers: \(error)")
             exit(ExitCode.cannotBoot)
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let runtime = WorkerRuntime(server: server, loop: group.next(), pump: pump)
+        // Swoop's own loop, except for a base-mode worker: its client connections are still
+        // NIO channels, which only NIO's loop can host.
+        let loop: EventLoop
+        if server.settings.mode == .base && context.role == .worker {
+            loop = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
+        } else {
+            do {
+                loop = try EpollLoop.start(name: "worker loop")
+            } catch {
+                logger.critical("cannot start the event loop: \(error)")
+                exit(ExitCode.cannotBoot)
+            }
+        }
+        let runtime = WorkerRuntime(server: server, loop: loop, pump: pump)
         server.worker = runtime
         do {
             try runtime.startUp()
@@ -70,7 +82,8 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     let pump: EventPump
     /// Where async handlers resume after an `await`: this worker's loop.
     private let executor: LoopTaskExecutor
-    private var channel: Channel?
+    /// The connection to the master, once made.
+    private var output: MasterOutput?
     private var logger: Logger { server.logger }
     private var handlers: Handlers { server.handlers }
 
@@ -158,15 +171,25 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             break
         }
         let fd = try Syscall.connectAbstract(context.ipcAddress)
-        let channel = try ClientBootstrap(group: loop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(self)
+        let output: MasterOutput
+        if let loop = loop as? EpollLoop {
+            output = try loop.submit {
+                let link = MasterLink(fd: fd, loop: loop, delegate: self)
+                try link.start()
+                return link
+            }.wait()
+        } else {
+            let channel = try ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(self)
+                    }
                 }
-            }
-            .withConnectedSocket(fd).wait()
+                .withConnectedSocket(fd).wait()
+            output = ChannelOutput(channel)
+        }
         try loop.submit {
-            self.channel = channel
+            self.output = output
             self.write(.hello(role: context.role, workerId: context.workerId, generation: context.generation,
                               pid: getpid(), token: context.token))
             self.flush()
@@ -204,24 +227,24 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
                 break
             }
         }
-        guard channel != nil else { return }
+        guard output != nil else { return }
         IPCCodec.encode(message, into: &outgoing)
         needsFlush = true
     }
 
     private func flush() {
-        guard needsFlush, let channel else { return }
+        guard needsFlush, let output else { return }
         needsFlush = false
         if !finished.isEmpty {
             IPCCodec.encode(.done(connections: finished), into: &outgoing)
             finished.removeAll(keepingCapacity: true)
         }
         guard outgoing.readableBytes > 0 else { return }
-        // Handed over whole; the next frames go into a new buffer (this one is NIO's until
-        // it is written), sized like the last batch.
+        // Handed over whole; the next frames go into a new buffer (this one is the link's
+        // until it is written), sized like the last batch.
         let batch = outgoing
-        outgoing = channel.allocator.buffer(capacity: min(max(batch.readableBytes, 256), 64 * 1024))
-        channel.writeAndFlush(batch, promise: nil)
+        outgoing = ByteBufferAllocator().buffer(capacity: min(max(batch.readableBytes, 256), 64 * 1024))
+        output.send(batch)
     }
 
     /// Asks the master a question and decodes its JSON answer.
@@ -242,12 +265,16 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     // MARK: Incoming
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        inReadBatch = true
         do {
-            try reader.read(unwrapInboundIn(data)) { message in handle(message) }
+            try read(unwrapInboundIn(data))
         } catch {
             errorCaught(context: context, error: error)
         }
+    }
+
+    private func read(_ bytes: ByteBuffer) throws {
+        inReadBatch = true
+        try reader.read(bytes) { message in handle(message) }
     }
 
     /// An event from the master, or in base mode from this worker's own reactor.
@@ -287,11 +314,19 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        readDone()
+    }
+
+    private func readDone() {
         inReadBatch = false
         flush()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        masterGone()
+    }
+
+    private func masterGone() -> Never {
         // The master is gone: nobody can receive our replies, so there is nothing to finish.
         for promise in queries.values { promise.fail(ServerError.masterUnreachable) }
         queries.removeAll()
@@ -614,7 +649,43 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         handlers.workerStop?(server, server.context.workerId)
         flush()
         // Exit once everything written has reached the socket, so no reply is lost.
-        guard let channel else { exit(0) }
-        channel.writeAndFlush(channel.allocator.buffer(capacity: 0)).whenComplete { _ in exit(0) }
+        guard let output else { exit(0) }
+        output.whenSent { exit(0) }
+    }
+}
+
+extension WorkerRuntime: MasterLinkDelegate {
+    func linkReceived(_ bytes: ByteBuffer) {
+        do {
+            try read(bytes)
+        } catch {
+            logger.error("IPC error: \(error)")
+            masterGone()
+        }
+    }
+
+    func linkReadDone() {
+        readDone()
+    }
+
+    func linkClosed(_ error: Error?) {
+        if let error { logger.error("IPC error: \(error)") }
+        masterGone()
+    }
+}
+
+/// The worker's link as a NIO channel (base mode, whose loop is NIO's).
+final class ChannelOutput: MasterOutput {
+    private let channel: Channel
+
+    init(_ channel: Channel) { self.channel = channel }
+
+    func send(_ batch: ByteBuffer) {
+        channel.writeAndFlush(batch, promise: nil)
+    }
+
+    func whenSent(_ body: @escaping () -> Void) {
+        let body = NIOLoopBound(body, eventLoop: channel.eventLoop)
+        channel.writeAndFlush(channel.allocator.buffer(capacity: 0)).whenComplete { _ in body.value() }
     }
 }

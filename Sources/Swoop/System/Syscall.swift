@@ -47,6 +47,18 @@ enum Syscall {
         }
     }
 
+    /// Writes what the descriptor takes of `bytes`; `nil` means it would block.
+    static func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws -> Int? {
+        while true {
+            let n = Glibc.write(fd, bytes.baseAddress, bytes.count)
+            if n >= 0 { return n }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return nil }
+            throw SystemError(call: "write", errno: code, context: "fd \(fd)")
+        }
+    }
+
     /// Writes all of `bytes` to a blocking descriptor.
     static func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws {
         var offset = 0

@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import XCTest
+
+@testable import Swoop
+
+/// The worker's end of its IPC link on Swoop's own loop, over a real socket pair.
+final class MasterLinkTests: XCTestCase {
+    private final class Recorder: MasterLinkDelegate, @unchecked Sendable {
+        let received = NIOLockedValueBox(ByteBuffer())
+        let reads = NIOLockedValueBox(0)
+        let closed: EventLoopPromise<String>
+        init(closed: EventLoopPromise<String>) { self.closed = closed }
+        func linkReceived(_ bytes: ByteBuffer) {
+            var bytes = bytes
+            _ = received.withLockedValue { $0.writeBuffer(&bytes) }
+        }
+        func linkReadDone() { reads.withLockedValue { $0 += 1 } }
+        func linkClosed(_ error: Error?) { closed.succeed(error.map { "\($0)" } ?? "eof") }
+    }
+
+    private var loop: EpollLoop!
+
+    override func setUpWithError() throws { loop = try EpollLoop.start(name: "link-test") }
+    override func tearDownWithError() throws { try loop.syncShutdownGracefully() }
+
+    private func socketPair() throws -> (CInt, CInt) {
+        var pair: [CInt] = [0, 0]
+        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0, &pair) == 0 else { throw SystemError(call: "socketpair", errno: errno) }
+        // A small send buffer, so that the link's writes stop part-way.
+        var size: CInt = 4096
+        setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        return (pair[0], pair[1])
+    }
+
+    func testWhatTheSocketCannotTakeYetIsSentInOrderOnceItCan() throws {
+        let (ours, theirs) = try socketPair()
+        let loop = self.loop!
+        let recorder = Recorder(closed: loop.makePromise())
+        let link = try loop.submit {
+            let link = MasterLink(fd: ours, loop: loop, delegate: recorder)
+            try link.start()
+            return link
+        }.wait()
+        // 4 MiB in 64 batches while nobody reads: most of it must wait in the link.
+        let batches = (0..<64).map { batch in [UInt8]((0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ batch) }) }
+        let expected = batches.flatMap { $0 }
+        let sent = loop.makePromise(of: Void.self)
+        try loop.submit {
+            for bytes in batches { link.send(ByteBuffer(bytes: bytes)) }
+            link.whenSent { sent.succeed() }
+        }.wait()
+        var got: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while got.count < expected.count {
+            let n = chunk.withUnsafeMutableBytes { read(theirs, $0.baseAddress, $0.count) }
+            XCTAssertGreaterThan(n, 0)
+            if n <= 0 { break }
+            got += chunk[0..<n]
+        }
+        XCTAssertEqual(got.count, expected.count)
+        XCTAssertTrue(got == expected, "the bytes came out of order or changed")
+        try sent.futureResult.wait()
+        close(theirs)
+        XCTAssertEqual(try recorder.closed.futureResult.wait(), "eof")
+    }
+
+    func testReadsAreHandedOverAndTheMastersCloseIsReported() throws {
+        let (ours, theirs) = try socketPair()
+        let loop = self.loop!
+        let recorder = Recorder(closed: loop.makePromise())
+        _ = try loop.submit {
+            let link = MasterLink(fd: ours, loop: loop, delegate: recorder)
+            try link.start()
+            return link
+        }.wait()
+        let message = [UInt8](repeating: 0x5A, count: 300_000)   // more than one read
+        var offset = 0
+        while offset < message.count {
+            let n = message.withUnsafeBytes { write(theirs, $0.baseAddress! + offset, message.count - offset) }
+            XCTAssertGreaterThan(n, 0)
+            if n <= 0 { break }
+            offset += n
+        }
+        close(theirs)
+        XCTAssertEqual(try recorder.closed.futureResult.wait(), "eof")
+        XCTAssertEqual(recorder.received.withLockedValue { $0.readableBytesView.elementsEqual(message) }, true)
+        XCTAssertGreaterThan(recorder.reads.withLockedValue { $0 }, 0)
+    }
+}
