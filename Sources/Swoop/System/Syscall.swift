@@ -37,25 +37,23 @@ enum Syscall {
 
     /// Reads what is there; `nil` means it would block, 0 means end of file.
     static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
-        while true {
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK { return nil }
-            throw SystemError(call: "read", errno: code, context: "fd \(fd)")
-        }
+        try nonBlocking("read", fd) { Glibc.read(fd, buffer.baseAddress, buffer.count) }
     }
 
     /// Writes what the descriptor takes of `bytes`; `nil` means it would block.
     static func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws -> Int? {
+        try nonBlocking("write", fd) { Glibc.write(fd, bytes.baseAddress, bytes.count) }
+    }
+
+    /// Runs `body` until it stops failing with EINTR; would-block is `nil`.
+    private static func nonBlocking(_ call: String, _ fd: CInt, _ body: () -> Int) throws -> Int? {
         while true {
-            let n = Glibc.write(fd, bytes.baseAddress, bytes.count)
+            let n = body()
             if n >= 0 { return n }
             let code = errno
             if code == EINTR { continue }
             if code == EAGAIN || code == EWOULDBLOCK { return nil }
-            throw SystemError(call: "write", errno: code, context: "fd \(fd)")
+            throw SystemError(call: call, errno: code, context: "fd \(fd)")
         }
     }
 
