@@ -33,6 +33,8 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
     private var unsent = CircularBuffer<ByteBuffer>()
     private var whenAllSent: [() -> Void] = []
     private var closed = false
+    /// EPOLLOUT is asked for: a write left bytes over.
+    private var waitingForSpace = false
     /// The size of the next read's buffer: doubled when a read fills it, up to 1 MiB.
     private var readSize = 16 * 1024
     private let allocator = ByteBufferAllocator()
@@ -48,15 +50,17 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
         loop.assertInEventLoop()
         let flags = fcntl(fd, F_GETFL)
         _ = try Syscall.retrying("fcntl", "O_NONBLOCK") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
-        try loop.watch(fd, events: EpollLoop.readable | EpollLoop.writable, self)
+        try loop.watch(fd, events: EpollLoop.readable, self)
     }
 
     func ready(_ events: UInt32) {
         if events & EpollLoop.writable != 0 { drain() }
-        if events & ~EpollLoop.writable != 0 { readAll() }
+        if events & ~EpollLoop.writable != 0 { readAll(toTheEnd: events & EpollLoop.hangUp != 0) }
     }
 
-    private func readAll() {
+    /// Reads what the socket holds; `toTheEnd`: the master closed its end, so read until
+    /// the end of the stream rather than stop at a read that did not fill its buffer.
+    private func readAll(toTheEnd: Bool) {
         var readAny = false
         while !closed {
             var buffer = allocator.buffer(capacity: readSize)
@@ -82,8 +86,11 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
                 return
             }
             readAny = true
-            if buffer.readableBytes >= readSize && readSize < 1 << 20 { readSize *= 2 }
+            // A read that did not fill its buffer emptied the socket: no read to see EAGAIN.
+            let drained = buffer.readableBytes < readSize
+            if !drained && readSize < 1 << 20 { readSize *= 2 }
             delegate.linkReceived(buffer)
+            if drained && !toTheEnd { break }
         }
         if readAny && !closed { delegate.linkReadDone() }
     }
@@ -98,7 +105,8 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
         if unsent.isEmpty || closed { body() } else { whenAllSent.append(body) }
     }
 
-    /// Writes what waits until the socket takes no more; EPOLLOUT brings the loop back.
+    /// Writes what waits until the socket takes no more; EPOLLOUT, asked for only then,
+    /// brings the loop back.
     private func drain() {
         while !closed, var first = unsent.first {
             let written: Int?
@@ -108,13 +116,23 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
                 close(error)
                 return
             }
-            guard let written else { return }   // would block: wait for EPOLLOUT
+            guard let written else {
+                if !waitingForSpace {
+                    waitingForSpace = true
+                    loop.rewatch(fd, events: EpollLoop.readable | EpollLoop.writable)
+                }
+                return
+            }
             first.moveReaderIndex(forwardBy: written)
             if first.readableBytes == 0 {
                 unsent.removeFirst()
             } else {
                 unsent[unsent.startIndex] = first
             }
+        }
+        if unsent.isEmpty && waitingForSpace && !closed {
+            waitingForSpace = false
+            loop.rewatch(fd, events: EpollLoop.readable)
         }
         if unsent.isEmpty && !whenAllSent.isEmpty {
             let bodies = whenAllSent

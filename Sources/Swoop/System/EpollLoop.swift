@@ -89,6 +89,8 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     /// The events a watcher may ask for.
     static let readable = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
     static let writable = EPOLLOUT.rawValue
+    /// The peer closed its end, or the descriptor failed (reported whether asked for or not).
+    static let hangUp = EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue
 
     /// Watches `fd` for `events` (edge-triggered: the watcher reads or writes until EAGAIN).
     func watch(_ fd: CInt, events: UInt32 = EpollLoop.readable | EpollLoop.writable, _ watcher: EpollWatcher) throws {
@@ -96,6 +98,15 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         var event = epoll_event(events: events | EPOLLET.rawValue, data: epoll_data_t(fd: fd))
         _ = try Syscall.retrying("epoll_ctl", "add fd \(fd)") { epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) }
         watchers[fd] = watcher
+    }
+
+    /// Changes what `fd` is watched for (a writer asks for `writable` only while it has
+    /// bytes the socket did not take: an edge-triggered EPOLLOUT otherwise wakes the loop
+    /// each time the peer reads).
+    func rewatch(_ fd: CInt, events: UInt32) {
+        assertInEventLoop()
+        var event = epoll_event(events: events | EPOLLET.rawValue, data: epoll_data_t(fd: fd))
+        _ = epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
     }
 
     /// Stops watching `fd` (before it is closed: a closed descriptor leaves epoll by itself
