@@ -34,6 +34,9 @@ final class MasterLinkTests: XCTestCase {
         // A small send buffer, so that the link's writes stop part-way.
         var size: CInt = 4096
         setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+        // The test's blocking reads give up rather than hang if the link stops writing.
+        var limit = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(pair[1], SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         return (pair[0], pair[1])
     }
 
@@ -49,11 +52,13 @@ final class MasterLinkTests: XCTestCase {
         // 4 MiB in 64 batches while nobody reads: most of it must wait in the link.
         let batches = (0..<64).map { batch in [UInt8]((0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ batch) }) }
         let expected = batches.flatMap { $0 }
-        let sent = loop.makePromise(of: Void.self)
-        try loop.submit {
+        let sent = NIOLockedValueBox(false)
+        let waitedBeforeSent = try loop.submit { () -> Bool in
             for bytes in batches { link.send(ByteBuffer(bytes: bytes)) }
-            link.whenSent { sent.succeed() }
+            link.whenSent { sent.withLockedValue { $0 = true } }
+            return !sent.withLockedValue { $0 }
         }.wait()
+        XCTAssertTrue(waitedBeforeSent, "4 MiB fit the socket at once: the test does not test holding")
         var got: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while got.count < expected.count {
@@ -64,7 +69,8 @@ final class MasterLinkTests: XCTestCase {
         }
         XCTAssertEqual(got.count, expected.count)
         XCTAssertTrue(got == expected, "the bytes came out of order or changed")
-        try sent.futureResult.wait()
+        try loop.submit {}.wait()   // the turn that wrote the last bytes has ended
+        XCTAssertTrue(sent.withLockedValue { $0 }, "whenSent did not run once everything was written")
         close(theirs)
         XCTAssertEqual(try recorder.closed.futureResult.wait(), "eof")
     }

@@ -22,11 +22,11 @@ public struct Request: Sendable {
     /// building it (every field checked by swift-http-types) was a tenth of a worker's
     /// instructions per request.
     public var head: HTTPRequest {
-        get { assignedHead ?? parsedHead.head }
+        get { assignedHead ?? builtHead }
         set { assignedHead = newValue }
     }
     /// The method (`GET`, `POST`, …).
-    public var method: HTTPRequest.Method { assignedHead?.method ?? parsedHead.method }
+    public var method: HTTPRequest.Method { assignedHead?.method ?? wireMethod }
     /// The request target as sent, query included and not percent-decoded (Swoole's `request_uri` plus query).
     public var uri: String
     /// The path of the target, without the query, not percent-decoded.
@@ -52,11 +52,20 @@ public struct Request: Sendable {
 
     /// What the handler set `head` to, if it did.
     private var assignedHead: HTTPRequest?
-    /// The head as it arrived, built on first use.
-    private let parsedHead: ParsedHead
+    /// The head as the reactor sent it, and the ``HTTPRequest`` made of it once asked for
+    /// (shared by copies; the lazy reference makes the first use safe from any thread).
+    private let wire: HTTPWireHead
+    private let wireMethod: HTTPRequest.Method
+    private let built = ManagedAtomicLazyReference<BuiltHead>()
+
+    private final class BuiltHead: Sendable {
+        let head: HTTPRequest
+        init(_ head: HTTPRequest) { self.head = head }
+    }
 
     init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
-        parsedHead = ParsedHead(wire)
+        self.wire = wire
+        wireMethod = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
         uri = wire.target
         if let mark = wire.target.firstIndex(of: "?") {
             path = String(wire.target[..<mark])
@@ -88,27 +97,8 @@ public struct Request: Sendable {
         self.connection = connection
         self.reactorId = reactorId
     }
-}
 
-/// A request's head as the reactor sent it, and the ``HTTPRequest`` made of it once asked
-/// for. A class, so that copies of a ``Request`` share what was built; the lazy reference
-/// makes the first use safe from any thread.
-private final class ParsedHead: Sendable {
-    let method: HTTPRequest.Method
-    private let wire: HTTPWireHead
-    private let built = ManagedAtomicLazyReference<Built>()
-
-    private final class Built: Sendable {
-        let head: HTTPRequest
-        init(_ head: HTTPRequest) { self.head = head }
-    }
-
-    init(_ wire: HTTPWireHead) {
-        self.wire = wire
-        method = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
-    }
-
-    var head: HTTPRequest {
+    private var builtHead: HTTPRequest {
         if let built = built.load() { return built.head }
         var fields = HTTPFields()
         var host: String?
@@ -120,8 +110,8 @@ private final class ParsedHead: Sendable {
             guard let name = HTTPField.Name(pair.name) else { continue }
             fields.append(HTTPField(name: name, value: pair.value))
         }
-        let head = HTTPRequest(method: method, scheme: nil, authority: host, path: wire.target, headerFields: fields)
-        return built.storeIfNilThenLoad(Built(head)).head
+        let head = HTTPRequest(method: wireMethod, scheme: nil, authority: host, path: wire.target, headerFields: fields)
+        return built.storeIfNilThenLoad(BuiltHead(head)).head
     }
 }
 

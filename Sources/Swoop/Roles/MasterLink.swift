@@ -35,7 +35,9 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
     private var closed = false
     /// EPOLLOUT is asked for: a write left bytes over.
     private var waitingForSpace = false
-    /// The size of the next read's buffer: doubled when a read fills it, up to 1 MiB.
+    /// The size of the next read's buffer: doubled when a read fills it, halved when one
+    /// fills under a quarter, within 16–64 KiB (below malloc's mmap threshold; a larger
+    /// frame comes in several reads).
     private var readSize = 16 * 1024
     private let allocator = ByteBufferAllocator()
 
@@ -88,7 +90,11 @@ final class MasterLink: EpollWatcher, MasterOutput, @unchecked Sendable {
             readAny = true
             // A read that did not fill its buffer emptied the socket: no read to see EAGAIN.
             let drained = buffer.readableBytes < readSize
-            if !drained && readSize < 1 << 20 { readSize *= 2 }
+            if !drained {
+                readSize = min(readSize * 2, 64 * 1024)
+            } else if buffer.readableBytes < readSize / 4 {
+                readSize = max(readSize / 2, 16 * 1024)
+            }
             delegate.linkReceived(buffer)
             if drained && !toTheEnd { break }
         }

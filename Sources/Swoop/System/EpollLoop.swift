@@ -23,8 +23,8 @@ protocol EpollWatcher: AnyObject {
 final class EpollLoop: EventLoop, @unchecked Sendable {
     private let epoll: CInt
     private let wake: CInt
-    /// The thread running `run()`, once it runs.
-    private let owner = NIOLockedValueBox<pthread_t?>(nil)
+    /// The thread running `run()`: set before `start` returns it, so other threads read it
+    /// after it was written.
     private var ownerThread: pthread_t?
 
     /// Tasks posted from any thread, and whether the loop is (about to be) asleep.
@@ -39,7 +39,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private var watchers: [CInt: EpollWatcher] = [:]
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
-    /// Cancelled timers still in the heap (an upper bound: some may have come due).
+    /// Cancelled timers still in the heap.
     private var cancelledTimers = 0
     private var draining: [@Sendable () -> Void] = []
     private var shutdownCallbacks: [(DispatchQueue, @Sendable (Error?) -> Void)] = []
@@ -68,7 +68,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         let thread = Thread {
             _ = cswoop_set_thread_name(name)
             started.lock()
-            loop.claimThread()
+            loop.ownerThread = pthread_self()
             started.unlock(withValue: true)
             loop.run()
         }
@@ -76,12 +76,6 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         started.lock(whenValue: true)
         started.unlock()
         return loop
-    }
-
-    private func claimThread() {
-        let me = pthread_self()
-        ownerThread = me
-        owner.withLockedValue { $0 = me }
     }
 
     // MARK: Descriptors
@@ -93,7 +87,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     static let hangUp = EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue
 
     /// Watches `fd` for `events` (edge-triggered: the watcher reads or writes until EAGAIN).
-    func watch(_ fd: CInt, events: UInt32 = EpollLoop.readable | EpollLoop.writable, _ watcher: EpollWatcher) throws {
+    func watch(_ fd: CInt, events: UInt32, _ watcher: EpollWatcher) throws {
         assertInEventLoop()
         var event = epoll_event(events: events | EPOLLET.rawValue, data: epoll_data_t(fd: fd))
         _ = try Syscall.retrying("epoll_ctl", "add fd \(fd)") { epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) }
@@ -121,14 +115,13 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `shutdownGracefully`.
     func run() {
-        if ownerThread == nil { claimThread() }
+        if ownerThread == nil { ownerThread = pthread_self() }
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         while true {
             let timeout = nextTimeout()
             let ready = events.withUnsafeMutableBufferPointer { buffer in
                 epoll_wait(epoll, buffer.baseAddress, CInt(buffer.count), timeout)
             }
-            inbox.withLockedValue { $0.sleeping = false }
             if ready > 0 {
                 for index in 0..<Int(ready) {
                     let event = events[index]
@@ -154,8 +147,9 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         }
         guard idle else { return 0 }
         guard let first = timers.first else { return -1 }
-        let nanoseconds = first.deadline.uptimeNanoseconds &- NIODeadline.now().uptimeNanoseconds
-        if Int64(bitPattern: nanoseconds) <= 0 || first.deadline <= .now() { return 0 }
+        let now = NIODeadline.now()
+        guard first.deadline > now else { return 0 }
+        let nanoseconds = first.deadline.uptimeNanoseconds - now.uptimeNanoseconds
         return CInt(clamping: (nanoseconds + 999_999) / 1_000_000)
     }
 
@@ -164,9 +158,10 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         let now = NIODeadline.now()
         while let first = timers.first, first.deadline <= now {
             let timer = timers.removeFirst()
-            if timer.cancelled {
-                cancelledTimers = max(0, cancelledTimers - 1)
+            if timer.settled {
+                cancelledTimers -= 1
             } else {
+                timer.settled = true
                 timer.body()
             }
         }
@@ -176,6 +171,9 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private func runPostedTasks() -> Bool {
         var stopping = false
         inbox.withLockedValue { inbox in
+            // Awake since epoll_wait returned; from here tasks posted meanwhile wait for the
+            // next turn without a wake-up (until then, the first of them may write one).
+            inbox.sleeping = false
             swap(&draining, &inbox.tasks)
             stopping = inbox.stopping && draining.isEmpty
         }
@@ -188,7 +186,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         for fd in Array(watchers.keys) { unwatch(fd) }
         while !timers.isEmpty {
             let timer = timers.removeFirst()
-            if !timer.cancelled { timer.fail(EventLoopError.shutdown) }
+            if !timer.settled { timer.fail(EventLoopError.shutdown) }
         }
         let callbacks = shutdownCallbacks
         shutdownCallbacks.removeAll()
@@ -230,8 +228,8 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         }
         return Scheduled(promise: promise) {
             self.execute {
-                guard !timer.cancelled else { return }
-                timer.cancelled = true
+                guard !timer.settled else { return }   // it ran already, or was cancelled
+                timer.settled = true
                 self.cancelledTimers += 1
                 // A cancelled timer waits in the heap for its deadline; when they are most
                 // of it (timeouts cancelled by every request), they go at once.
@@ -281,7 +279,8 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private final class Timer: @unchecked Sendable {
         let deadline: NIODeadline
         var sequence: UInt64 = 0
-        var cancelled = false
+        /// It ran, or was cancelled: nothing more to do for it.
+        var settled = false
         let body: () -> Void
         /// Fails its promise: the loop shut down before it came due.
         let fail: (Error) -> Void
@@ -304,7 +303,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         var first: Timer? { items.first }
 
         mutating func removeCancelled() {
-            let kept = items.filter { !$0.cancelled }
+            let kept = items.filter { !$0.settled }
             items.removeAll(keepingCapacity: true)
             for timer in kept { insert(timer) }
         }
