@@ -6,9 +6,17 @@ import Glibc
 
 /// Nothing leaked: the master's descriptors return to their baseline after many
 /// connections, crashes and reloads, and no zombie is left in the tree.
-final class LeakTests: SwoopTestCase {
+class LeakTests: SwoopTestCase {
     private func descriptorCount(_ pid: pid_t) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    /// What each descriptor of `pid` is ("3 socket:[123]"), for a failure to show.
+    private func descriptors(_ pid: pid_t) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return names.compactMap(Int.init).sorted().map { fd in
+            "\(fd) " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "?")
+        }
     }
 
     func testDescriptorsAndProcessesReturnToTheirBaseline() throws {
@@ -45,5 +53,23 @@ final class LeakTests: SwoopTestCase {
         XCTAssertLessThanOrEqual(descriptorCount(server.managerPid), managerBaseline)
         XCTAssertTrue(server.processTree().allSatisfy { !$0.isZombie }, "no zombie: \(server.processTree())")
         XCTAssertEqual(try probe.request("ping"), "pong")
+    }
+
+    /// A handler's `Task.sleep` is a timer of its worker's loop. It used to start
+    /// libdispatch's timer machinery (a thread and four descriptors) in the first process
+    /// that slept, so a tree's descriptor count depended on which workers had ever slept.
+    func testSleepingHandlersOpenNoDescriptors() throws {
+        let server = try startServer(["--worker-num", "1", "--task-worker-num", "1"])
+        let client = try connect(server)
+        XCTAssertEqual(try client.request("ping"), "pong")
+        let pids = server.workerPids()
+        guard let worker = pids[0], let taskWorker = pids[1] else {
+            return XCTFail("worker 0 and task worker 1 expected: \(pids)")
+        }
+        let before = (descriptors(worker), descriptors(taskWorker))
+        XCTAssertEqual(try client.request("sleep 20"), "slept 20")
+        XCTAssertTrue(try client.request("taskwait sleep 20").hasPrefix("taskwait-done by=1"))
+        XCTAssertEqual(descriptors(worker), before.0, "the worker's descriptors after a sleep")
+        XCTAssertEqual(descriptors(taskWorker), before.1, "the task worker's descriptors after a sleep")
     }
 }

@@ -160,6 +160,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     /// is ready announces itself, so the master never dispatches to one still booting.
     func startUp() throws {
         let context = server.context
+        try startConcurrencyRuntime()
         switch handlers.workerStart {
         case .sync(let body)?:
             try loop.submit { try body(context.workerId) }.wait()
@@ -195,6 +196,26 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             self.flush()
         }.wait()
         logger.debug("worker \(context.workerId) connected to the master")
+    }
+
+    /// Swift's concurrency runtime on Linux runs on libdispatch, which opens descriptors of
+    /// its own (an epoll, an eventfd, timerfds) the first time a task sleeps and keeps them for
+    /// the life of the process. A worker sleeps once, the way its handlers do, before it is
+    /// ready: then its descriptors do not depend on whether a handler ever slept, and a
+    /// count that grows is a leak.
+    private func startConcurrencyRuntime() throws {
+        let slept = loop.makePromise(of: Void.self)
+        loop.execute { [executor] in
+            Task.immediate(executorPreference: executor) {
+                // One timer on each clock that dispatch keeps a timerfd for: ContinuousClock
+                // is CLOCK_BOOTTIME, SuspendingClock (and dispatch's own timers)
+                // CLOCK_MONOTONIC. A sleep too short to arm a timer would not open one.
+                try? await Task.sleep(for: .milliseconds(1))
+                try? await Task.sleep(for: .milliseconds(1), clock: .suspending)
+                slept.succeed()
+            }
+        }
+        try slept.futureResult.wait()
     }
 
     // MARK: Outgoing
