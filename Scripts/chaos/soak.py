@@ -663,25 +663,40 @@ class Tree:
         return collections.Counter(role_kind(p.role) for p in procs if p.state != "Z")
 
     def sample(self, procs):
-        """{kind: [rss kB, fds, processes]} for the live processes given."""
-        result = collections.defaultdict(lambda: [0, 0, 0])
+        """{kind: [rss kB, fds, processes, most anon-inode fds in one process]} for the live
+        processes given. `fds` counts sockets, pipes and files, what traffic could leak.
+        Anonymous inodes (epoll, eventfd, timerfd) are the runtime's: libdispatch opens
+        its own the first time a process sleeps or uses a global queue, so a process's
+        count depends on what its handlers happened to do; they are held to a ceiling per
+        process instead (--anon-fd-limit)."""
+        result = collections.defaultdict(lambda: [0, 0, 0, 0])
         for proc in procs:
             if proc.state == "Z" or not self.alive(proc):
                 continue
             rss = 0
+            fds = anon = 0
             try:
                 with open("/proc/%d/status" % proc.pid) as f:
                     for line in f:
                         if line.startswith("VmRSS:"):
                             rss = int(line.split()[1])
-                fds = len(os.listdir("/proc/%d/fd" % proc.pid))
+                for name in os.listdir("/proc/%d/fd" % proc.pid):
+                    try:
+                        target = os.readlink("/proc/%d/fd/%s" % (proc.pid, name))
+                    except OSError:
+                        continue
+                    if target.startswith("anon_inode:"):
+                        anon += 1
+                    else:
+                        fds += 1
             except OSError:
                 continue
             entry = result[role_kind(proc.role)]
             entry[0] += rss
             entry[1] += fds
             entry[2] += 1
-        total = [sum(v[i] for v in result.values()) for i in range(3)]
+            entry[3] = max(entry[3], anon)
+        total = [sum(v[i] for v in result.values()) for i in range(3)] + [max([v[3] for v in result.values()] or [0])]
         result["total"] = total
         return dict(result)
 
@@ -732,7 +747,10 @@ class Run:
 
     def start_server(self):
         a = self.args
-        command = [self.binary, "start", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
+        # No HTTP listener without HTTP clients: a base-mode worker then serves its
+        # connections on Swoop's own loop instead of NIO's.
+        http = ["--http-port", "0"] if a.http_share > 0 else []
+        command = [self.binary, "start", "--host", "127.0.0.1", "--port", "0"] + http + [
                    "--mode", self.mode, "--worker-num", str(a.workers),
                    "--task-worker-num", str(a.task_workers), "--log-file", self.log_file]
         command += a.server_arg
@@ -931,11 +949,12 @@ class Run:
             conn.send(b"stats\n", deadline)
             stats = json.loads(conn.read_until(b"\n", deadline))
             conn.close()
-            conn = Conn("127.0.0.1", self.http_port, self.args.timeout)
-            conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nprobe", deadline)
-            if not conn.read_to_eof(deadline).endswith(b"\r\n\r\nprobe"):
-                problems.append("http echo")
-            conn.close()
+            if self.http_port:
+                conn = Conn("127.0.0.1", self.http_port, self.args.timeout)
+                conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nprobe", deadline)
+                if not conn.read_to_eof(deadline).endswith(b"\r\n\r\nprobe"):
+                    problems.append("http echo")
+                conn.close()
         except (Hang, Closed, OSError, ValueError) as error:
             problems.append("%s: %s" % (type(error).__name__, error))
         if problems:
@@ -1085,6 +1104,9 @@ class Run:
         if end[1] - start[1] > self.args.fd_slack:
             self.defect("fd-leak", "open fds of the tree grew %d -> %d (slack %d): %s -> %s" % (
                 start[1], end[1], self.args.fd_slack, fmt_sample(self.samples["start"]), fmt_sample(self.samples["end"])))
+        if end[3] > self.args.anon_fd_limit:
+            self.defect("fd-leak", "a process holds %d anonymous-inode fds (epoll, eventfd, timerfd; limit %d): %s" % (
+                end[3], self.args.anon_fd_limit, fmt_sample(self.samples["end"])))
         if start[0] and (end[0] - start[0]) * 100.0 / start[0] > self.args.rss_growth:
             self.defect("rss-growth", "RSS of the tree grew %d -> %d kB (over %s%%)" % (
                 start[0], end[0], self.args.rss_growth))
@@ -1262,7 +1284,8 @@ def fmt_sample(sample):
     order = ["master", "manager", "worker", "task worker", "unknown"]
     parts = ["%s %.1f/%d" % (k, sample[k][0] / 1024.0, sample[k][1]) for k in order if k in sample]
     total = sample["total"]
-    return "total %.1f MiB/%d fds (%s)" % (total[0] / 1024.0, total[1], ", ".join(parts))
+    return "total %.1f MiB/%d fds (%s; at most %d anon-inode fds in a process)" % (
+        total[0] / 1024.0, total[1], ", ".join(parts), total[3])
 
 
 def build_demo():
@@ -1312,7 +1335,9 @@ def parse_args(argv):
     p.add_argument("--settle-timeout", type=float, default=30, help="seconds for the tree to settle (30)")
     p.add_argument("--stop-timeout", type=float, default=10, help="seconds after SIGTERM for every pid to be gone (10)")
     p.add_argument("--zombie-limit", type=float, default=5, help="seconds a zombie may stay unreaped (5)")
-    p.add_argument("--fd-slack", type=int, default=5, help="fds the tree may gain (5)")
+    p.add_argument("--fd-slack", type=int, default=5, help="socket, pipe and file fds the tree may gain (5)")
+    p.add_argument("--anon-fd-limit", type=int, default=16,
+                   help="anonymous-inode fds (epoll, eventfd, timerfd) one process may hold (16)")
     p.add_argument("--rss-growth", type=float, default=30, help="percent RSS the tree may gain (30)")
     p.add_argument("--no-backtraces", dest="backtraces", action="store_false",
                    help="leave the gdb/lldb stacks out of the dumps (first hang, stuck server, stray processes)")

@@ -81,7 +81,7 @@ final class HardeningBaseModeTests: HardeningTests {
 /// Base mode: descriptors of workers that own their connections.
 final class LeakBaseModeTests: LeakTests {
     override var serverMode: String { "base" }
-    override func testSleepingHandlersOpenNoDescriptors() throws { try super.testSleepingHandlersOpenNoDescriptors() }
+    override func testSleepingHandlersOpenNoDescriptorsPerSleep() throws { try super.testSleepingHandlersOpenNoDescriptorsPerSleep() }
     override func testDescriptorsAndProcessesReturnToTheirBaseline() throws {
         // Its probe connection would die with a crashed worker; the chaos soak checks the
         // descriptors of a base-mode tree through crashes and reloads.

@@ -44,13 +44,11 @@ final class HTTPSessionTests: XCTestCase {
         let counter = ReadCounter()
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(counter)
-        let client = ClientConnection(id: 1, sequence: 1, listener: 0, reactor: reactor, channel: channel, serverPort: 80)
-        let session = try HTTPSession.install(on: pipeline, for: client, framing: {
-            var framing = ProtocolSettings()
-            framing.openHTTPProtocol = true
-            return framing
-        }())
-        try pipeline.addHandler(client)
+        var framing = ProtocolSettings()
+        framing.openHTTPProtocol = true
+        let client = try ChannelTransport.install(on: channel, id: 1, sequence: 1, listener: 0, framing: framing,
+                                                  reactor: reactor, serverPort: 80)
+        let session = try XCTUnwrap(client.http)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
         return (channel, session, counter)
     }

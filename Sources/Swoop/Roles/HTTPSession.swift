@@ -89,8 +89,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// Adds an HTTP connection's handlers, up to and including its session (the connection
-    /// itself goes after): NIO's response encoder and request parser (llhttp), then the
+    /// Adds an HTTP connection's handlers, up to and including its session (the connection's
+    /// transport goes after): NIO's response encoder and request parser (llhttp), then the
     /// compressor when enabled.
     ///
     /// The parser is not paired with the encoder (as `configureHTTPServerPipeline` pairs
@@ -98,7 +98,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// responses never pass the encoder, and the session leaves out those bodies itself.
     @discardableResult
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
-                        framing: ProtocolSettings) throws -> HTTPSession {
+                        transport: ChannelTransport, framing: ProtocolSettings) throws -> HTTPSession {
         let encoder = HTTPResponseEncoder()
         try pipeline.addHandler(encoder)
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
@@ -111,7 +111,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
         session.rawResponses = !framing.httpCompression
         session.wire = try pipeline.context(handler: encoder)
-        connection.output = session.wire
+        transport.output = session.wire
         connection.http = session
         try pipeline.addHandler(session)
         return session

@@ -173,6 +173,25 @@ final class Reactor: @unchecked Sendable {
         let listener = core.listeners[index]
         let framing = listener.protocol ?? core.settings.protocol
         let outputLimit = core.settings.bufferOutputSize
+        if let loop = loop as? EpollLoop, !framing.openHTTPProtocol {
+            var noDelay: CInt = listener.type == .tcp ? 1 : 0
+            _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<CInt>.size))
+            let peer = Syscall.peerAddress(fd)
+            let connection = ClientConnection(id: id, sequence: sequence, listener: index, reactor: self,
+                                              remoteIP: peer.ip, remotePort: peer.port, serverPort: serverPort,
+                                              framing: framing)
+            let transport = SocketTransport(fd: fd, loop: loop, connection: connection, outputLimit: outputLimit,
+                                            closed: closed)
+            do {
+                try transport.start()
+            } catch {
+                core.logger.warning("could not take over an accepted connection: \(error)")
+                Syscall.close(fd)
+                connection.transport = nil
+                closed()
+            }
+            return
+        }
         let adopted = ClientBootstrap(group: loop)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: listener.type == .tcp ? 1 : 0)
             .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: outputLimit / 2, high: outputLimit))
@@ -182,7 +201,7 @@ final class Reactor: @unchecked Sendable {
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     channel.closeFuture.whenComplete { _ in closed() }
-                    try ClientConnection.install(on: channel, id: id, sequence: sequence, listener: index,
+                    try ChannelTransport.install(on: channel, id: id, sequence: sequence, listener: index,
                                                  framing: framing, reactor: self, serverPort: serverPort)
                 }
             }
@@ -212,14 +231,7 @@ final class Reactor: @unchecked Sendable {
         guard let client = connections[connection] else { return }
         client.closedByServer = true
         if let reason { core.logger.info("closing connection \(connection): \(reason)") }
-        if reset {
-            // SO_LINGER 0 makes close() send a RST and drop what is unsent.
-            let provider = client.channel as? SocketOptionProvider
-            (provider?.setSoLinger(linger(l_onoff: 1, l_linger: 0)) ?? loop.makeSucceededVoidFuture())
-                .whenComplete { _ in client.channel.close(promise: nil) }
-        } else {
-            client.channel.close(promise: nil)
-        }
+        client.transport?.close(reset: reset)
     }
 
     /// Carries out a batch of workers' instructions (read from one IPC link in one go), with
@@ -437,7 +449,7 @@ final class Reactor: @unchecked Sendable {
     }
 
     func closeAll() {
-        for connection in connections.values { connection.channel.close(promise: nil) }
+        for connection in connections.values { connection.transport?.close(reset: false) }
     }
 }
 
@@ -462,22 +474,32 @@ extension IPCMessage {
     }
 }
 
-/// A client connection in the master: the pipeline's last handler, owned by one reactor.
-final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+/// How a client connection's bytes move: through a NIO channel (``ChannelTransport``), or
+/// as a socket of Swoop's own loop (``SocketTransport``, a base-mode worker without an HTTP
+/// listener).
+protocol ClientTransport: AnyObject, Sendable {
+    /// Writes bytes to the client; without `flush` they wait for the next `flush`.
+    func write(_ data: ByteBuffer, flush: Bool)
+    func flush()
+    /// Closes the connection; `reset` sends a RST and drops what is unsent.
+    func close(reset: Bool)
+    /// Reads no more from the client; writes go on.
+    func stopReading()
+    /// Bytes written and not yet taken by the socket.
+    var bufferedBytes: Int { get }
+    /// Completes once the connection is closed.
+    var closeFuture: EventLoopFuture<Void> { get }
+}
 
-    /// Where a worker's bytes for the client are written from, straight to the socket rather
-    /// than through `Channel.write`, which walks the whole pipeline and wraps each buffer
-    /// through generic code (a runtime metadata lookup per write): this handler's place, or
-    /// on an HTTP connection NIO's response encoder's, past the HTTP handlers (which take
-    /// only HTTP parts), for `Server.send` on it, as Swoole's `send` on an HTTP connection.
-    var output: ChannelHandlerContext?
-
+/// A client connection, owned by one reactor (the master's in process mode, a worker's in
+/// base mode): its framing, its bookkeeping and its events, whatever moves its bytes.
+final class ClientConnection: @unchecked Sendable {
     let id: UInt64
     let listener: Int
     let reactor: Reactor
-    let channel: Channel
+    /// Set once, right after init; let go when the connection closes (the transport holds
+    /// the connection too).
+    var transport: ClientTransport?
     let remoteIP: String
     let remotePort: Int
     let serverPort: Int
@@ -489,7 +511,7 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         Date().timeIntervalSince1970 - Double((NIODeadline.now() - lastReceive).nanoseconds) / 1e9
     }
     var closedByServer = false
-    /// Between a read's first packet and its channelReadComplete.
+    /// Between a read's first packet and the end of the read.
     var reading = false
     /// Replies written during the read and not flushed yet.
     var unflushed = false
@@ -501,40 +523,30 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
     weak var http: HTTPSession?
     /// Cuts the stream into packets on a listener with framing; nil when each read is a packet.
     private var packets: PacketReader?
-    /// The channel went inactive or its stream failed to frame: nothing more it sent is
-    /// handed over (no packet after the close event).
+    /// The connection closed or its stream failed to frame: nothing more it sent is handed
+    /// over (no packet after the close event).
     private var closing = false
 
-    init(id: UInt64, sequence: UInt64, listener: Int, reactor: Reactor, channel: Channel, serverPort: Int) {
+    init(id: UInt64, sequence: UInt64, listener: Int, reactor: Reactor, remoteIP: String, remotePort: Int,
+         serverPort: Int, framing: ProtocolSettings) {
         self.id = id
         self.listener = listener
         self.reactor = reactor
-        self.channel = channel
-        self.remoteIP = channel.remoteAddress?.ipAddress ?? "unix"
-        self.remotePort = channel.remoteAddress?.port ?? 0
+        self.remoteIP = remoteIP
+        self.remotePort = remotePort
         self.serverPort = serverPort
         let n = reactor.core.settings.workerNum
         stickySlot = Int(sequence % UInt64(n))
         ipSlot = Self.hash(remoteIP) % n
-    }
-
-    /// Sets up a new client channel's pipeline for its listener's protocol (HTTP, or the
-    /// framing of packets), ending with the connection itself.
-    static func install(on channel: Channel, id: UInt64, sequence: UInt64, listener: Int, framing: ProtocolSettings,
-                        reactor: Reactor, serverPort: Int) throws {
-        let pipeline = channel.pipeline.syncOperations
-        let connection = ClientConnection(id: id, sequence: sequence, listener: listener, reactor: reactor,
-                                          channel: channel, serverPort: serverPort)
         if framing.openHTTPProtocol {
-            try HTTPSession.install(on: pipeline, for: connection, framing: framing)
+            // HTTPSession frames the requests.
         } else if framing.openEOFSplit {
-            connection.packets = PacketReader(.eof(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
+            packets = PacketReader(.eof(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
         } else if framing.openLengthCheck {
-            connection.packets = PacketReader(.length(LengthFieldFramer(
+            packets = PacketReader(.length(LengthFieldFramer(
                 lengthType: framing.packageLengthType, lengthOffset: framing.packageLengthOffset,
                 bodyOffset: framing.packageBodyOffset, maxLength: framing.packageMaxLength)))
         }
-        try pipeline.addHandler(connection)
     }
 
     /// A stable hash of an address (Swift's `hashValue` is seeded per process, and the
@@ -545,29 +557,143 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         return Int(h & 0x7fff_ffff)
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    /// The connection is up: the reactor counts it and reports it (onConnect).
+    func opened() {
         reactor.add(self)
-        context.fireChannelActive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// Bytes from the client (HTTP requests go through ``HTTPSession`` instead).
+    func received(_ data: ByteBuffer) {
         guard !closing else { return }
         touched()
         reading = true
-        guard var reader = packets else { return reactor.dispatch(self, unwrapInboundIn(data)) }
+        guard var reader = packets else { return reactor.dispatch(self, data) }
         // Taken out while it runs: a base-mode handler may close the connection from inside
         // a dispatch, and the close must not reach the reader in the middle of its read.
         packets = nil
         do {
-            try reader.read(unwrapInboundIn(data)) { packet in
+            try reader.read(data) { packet in
                 reactor.dispatch(self, packet)
                 return !closing
             }
         } catch {
             closing = true
-            return failed(context: context, error)
+            return failed(error)
         }
         if !closing { packets = reader }
+    }
+
+    /// The read is over: the replies written during it go out together.
+    func readComplete() {
+        reading = false
+        if unflushed {
+            unflushed = false
+            transport?.flush()
+        }
+        if reactor.yieldsAfterTurn { reactor.yieldAfterTurn() }
+    }
+
+    /// Writes (and flushes) bytes to the client.
+    func write(_ data: ByteBuffer, flush: Bool) {
+        transport?.write(data, flush: flush)
+    }
+
+    func flush() {
+        transport?.flush()
+    }
+
+    /// Bytes arrived: the connection is not idle.
+    func touched() {
+        lastReceive = .now()
+    }
+
+    /// The connection closed: the packets still whole in what was read go before the close
+    /// event (onClose).
+    func closed() {
+        if var reader = packets {
+            packets = nil
+            do {
+                try reader.finish { packet in
+                    reactor.dispatch(self, packet)
+                    return true
+                }
+            } catch {
+                failed(error)
+            }
+        }
+        closing = true
+        reactor.remove(self)
+        transport = nil
+    }
+
+    /// The client does not read what it is sent: closed rather than allowed to grow this
+    /// process's memory past bufferOutputSize.
+    func outputExceeded() {
+        reactor.close(id, reset: true, reason: "output buffer exceeded bufferOutputSize (the client does not read)")
+    }
+
+    /// Logs why the connection fails and closes it.
+    func failed(_ error: Error) {
+        if error is HTTPParserError {
+            // HTTPSession has already answered 400 (or a response to this request had begun).
+            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else if let framing = error as? FramingError {
+            reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else if let io = error as? IOError, [ECONNRESET, EPIPE].contains(io.errnoCode) {
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else if let system = error as? SystemError, [ECONNRESET, EPIPE].contains(system.errno) {
+            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        } else {
+            reactor.core.logger.info("connection \(id): \(error); closing it")
+        }
+        closedByServer = true
+        transport?.close(reset: false)
+    }
+
+    func info() -> ClientInfo {
+        ClientInfo(remoteIP: remoteIP, remotePort: remotePort, reactorId: reactor.id, serverPort: serverPort,
+                   connectTime: connectTime, lastReceiveTime: lastReceiveWall)
+    }
+}
+
+/// A client connection as a NIO channel: the pipeline's last handler.
+final class ChannelTransport: ChannelInboundHandler, ClientTransport, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Where bytes for the client are written from, straight to the socket rather than
+    /// through `Channel.write`, which walks the whole pipeline and wraps each buffer through
+    /// generic code (a runtime metadata lookup per write): this handler's place, or on an
+    /// HTTP connection NIO's response encoder's, past the HTTP handlers (which take only
+    /// HTTP parts), for `Server.send` on it, as Swoole's `send` on an HTTP connection.
+    var output: ChannelHandlerContext?
+    let channel: Channel
+    let connection: ClientConnection
+
+    private init(channel: Channel, connection: ClientConnection) {
+        self.channel = channel
+        self.connection = connection
+    }
+
+    /// Sets up a new client channel's pipeline for its listener's protocol (HTTP, or the
+    /// framing of packets), ending with the connection's transport.
+    @discardableResult
+    static func install(on channel: Channel, id: UInt64, sequence: UInt64, listener: Int, framing: ProtocolSettings,
+                        reactor: Reactor, serverPort: Int) throws -> ClientConnection {
+        let pipeline = channel.pipeline.syncOperations
+        let connection = ClientConnection(id: id, sequence: sequence, listener: listener, reactor: reactor,
+                                          remoteIP: channel.remoteAddress?.ipAddress ?? "unix",
+                                          remotePort: channel.remoteAddress?.port ?? 0, serverPort: serverPort,
+                                          framing: framing)
+        let transport = ChannelTransport(channel: channel, connection: connection)
+        connection.transport = transport
+        if framing.openHTTPProtocol {
+            try HTTPSession.install(on: pipeline, for: connection, transport: transport, framing: framing)
+        }
+        try pipeline.addHandler(transport)
+        return connection
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -578,7 +704,34 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         output = nil
     }
 
-    /// Writes (and flushes) bytes to the client.
+    func channelActive(context: ChannelHandlerContext) {
+        connection.opened()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.received(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection.readComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.closed()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The write buffer's high-water mark is bufferOutputSize.
+        if !context.channel.isWritable && connection.http?.sendingFile != true { connection.outputExceeded() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        connection.failed(error)
+    }
+
     func write(_ data: ByteBuffer, flush: Bool) {
         guard let output else { return }
         if flush {
@@ -592,73 +745,88 @@ final class ClientConnection: ChannelInboundHandler, @unchecked Sendable {
         output?.flush()
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        reading = false
-        if unflushed {
-            unflushed = false
-            context.flush()
+    func close(reset: Bool) {
+        guard reset else { return channel.close(promise: nil) }
+        // SO_LINGER 0 makes close() send a RST and drop what is unsent.
+        let provider = channel as? SocketOptionProvider
+        (provider?.setSoLinger(linger(l_onoff: 1, l_linger: 0)) ?? channel.eventLoop.makeSucceededVoidFuture())
+            .whenComplete { [channel] _ in channel.close(promise: nil) }
+    }
+
+    func stopReading() {
+        channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+    }
+
+    var bufferedBytes: Int {
+        (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+    }
+
+    var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+}
+
+/// A client connection as a socket of Swoop's own loop: a base-mode worker's connections
+/// when it has no HTTP listener, read and written without NIO's pipeline.
+final class SocketTransport: ClientTransport, EpollSocketDelegate, @unchecked Sendable {
+    private var socket: EpollSocket!
+    let connection: ClientConnection
+    private let outputLimit: Int
+    private let closedPromise: EventLoopPromise<Void>
+    private let whenClosed: () -> Void
+
+    /// Takes over an accepted socket; `closed` runs when it closes.
+    init(fd: CInt, loop: EpollLoop, connection: ClientConnection, outputLimit: Int, closed: @escaping () -> Void) {
+        self.connection = connection
+        self.outputLimit = outputLimit
+        self.closedPromise = loop.makePromise()
+        self.whenClosed = closed
+        socket = EpollSocket(fd: fd, loop: loop, delegate: self, readSizes: 2048...65_536)
+        connection.transport = self
+    }
+
+    func start() throws {
+        try socket.start()
+        connection.opened()
+    }
+
+    func socketReceived(_ bytes: ByteBuffer) {
+        connection.received(bytes)
+    }
+
+    func socketReadDone() {
+        connection.readComplete()
+    }
+
+    func socketClosed(_ error: Error?) {
+        if let error { connection.failed(error) }
+        connection.closed()
+        whenClosed()
+        closedPromise.succeed()
+    }
+
+    func write(_ data: ByteBuffer, flush: Bool) {
+        socket.enqueue(data)
+        if socket.unsentBytes > outputLimit {
+            connection.outputExceeded()
+        } else if flush {
+            socket.flush()
         }
-        if reactor.yieldsAfterTurn { reactor.yieldAfterTurn() }
-        context.fireChannelReadComplete()
     }
 
-    /// Bytes arrived: the connection is not idle.
-    func touched() {
-        lastReceive = .now()
+    func flush() {
+        socket.flush()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        if var reader = packets {
-            // The packets still whole in what was read go before the close event.
-            packets = nil
-            do {
-                try reader.finish { packet in
-                    reactor.dispatch(self, packet)
-                    return true
-                }
-            } catch {
-                failed(context: context, error)
-            }
-        }
-        closing = true
-        reactor.remove(self)
-        context.fireChannelInactive()
+    func close(reset: Bool) {
+        socket.close(reset: reset)
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // The write buffer's high-water mark is bufferOutputSize: a client that stops
-        // reading is closed rather than allowed to grow the master's memory.
-        if !context.channel.isWritable && http?.sendingFile != true {
-            reactor.close(id, reset: true, reason: "output buffer exceeded bufferOutputSize (the client does not read)")
-        }
+    func stopReading() {
+        socket.stopReading()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        failed(context: context, error)
-    }
+    var bufferedBytes: Int { socket.unsentBytes }
 
-    /// Logs why the connection fails and closes it.
-    private func failed(context: ChannelHandlerContext, _ error: Error) {
-        if error is HTTPParserError {
-            // HTTPSession has already answered 400 (or a response to this request had begun).
-            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
-            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
-        } else if let framing = error as? FramingError {
-            reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")
-            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
-        } else if let io = error as? IOError, [ECONNRESET, EPIPE].contains(io.errnoCode) {
-            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
-        } else {
-            reactor.core.logger.info("connection \(id): \(error); closing it")
-        }
-        closedByServer = true
-        context.close(promise: nil)
-    }
-
-    func info() -> ClientInfo {
-        ClientInfo(remoteIP: remoteIP, remotePort: remotePort, reactorId: reactor.id, serverPort: serverPort,
-                   connectTime: connectTime, lastReceiveTime: lastReceiveWall)
-    }
+    var closeFuture: EventLoopFuture<Void> { closedPromise.futureResult }
 }
 
 /// A UDP listener in the master: each datagram goes to a worker with its sender's address.

@@ -25,10 +25,12 @@ struct WorkerProcess {
             logger.critical("cannot install signal handlers: \(error)")
             exit(ExitCode.cannotBoot)
         }
-        // Swoop's own loop, except for a base-mode worker: its client connections are still
-        // NIO channels, which only NIO's loop can host.
+        // Swoop's own loop, except for a base-mode worker with an HTTP listener: its HTTP
+        // connections are NIO channels (NIO's HTTP parser runs in a channel), which only
+        // NIO's loop can host.
         let loop: EventLoop
-        if server.settings.mode == .base && context.role == .worker {
+        if server.settings.mode == .base && context.role == .worker
+            && server.listeners.contains(where: { ($0.protocol ?? server.settings.protocol).openHTTPProtocol }) {
             loop = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
         } else {
             do {
@@ -160,7 +162,6 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     /// is ready announces itself, so the master never dispatches to one still booting.
     func startUp() throws {
         let context = server.context
-        try startConcurrencyRuntime()
         switch handlers.workerStart {
         case .sync(let body)?:
             try loop.submit { try body(context.workerId) }.wait()
@@ -175,7 +176,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         let output: MasterOutput
         if let loop = loop as? EpollLoop {
             output = try loop.submit {
-                let link = MasterLink(fd: fd, loop: loop, delegate: self)
+                let link = EpollSocket(fd: fd, loop: loop, delegate: self)
                 try link.start()
                 return link
             }.wait()
@@ -196,26 +197,6 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             self.flush()
         }.wait()
         logger.debug("worker \(context.workerId) connected to the master")
-    }
-
-    /// Swift's concurrency runtime on Linux runs on libdispatch, which opens descriptors of
-    /// its own (an epoll, an eventfd, timerfds) the first time a task sleeps and keeps them for
-    /// the life of the process. A worker sleeps once, the way its handlers do, before it is
-    /// ready: then its descriptors do not depend on whether a handler ever slept, and a
-    /// count that grows is a leak.
-    private func startConcurrencyRuntime() throws {
-        let slept = loop.makePromise(of: Void.self)
-        loop.execute { [executor] in
-            Task.immediate(executorPreference: executor) {
-                // One timer on each clock that dispatch keeps a timerfd for: ContinuousClock
-                // is CLOCK_BOOTTIME, SuspendingClock (and dispatch's own timers)
-                // CLOCK_MONOTONIC. A sleep too short to arm a timer would not open one.
-                try? await Task.sleep(for: .milliseconds(1))
-                try? await Task.sleep(for: .milliseconds(1), clock: .suspending)
-                slept.succeed()
-            }
-        }
-        try slept.futureResult.wait()
     }
 
     // MARK: Outgoing
@@ -675,8 +656,9 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-extension WorkerRuntime: MasterLinkDelegate {
-    func linkReceived(_ bytes: ByteBuffer) {
+/// The worker's link on its own loop: a socket of that loop.
+extension WorkerRuntime: EpollSocketDelegate {
+    func socketReceived(_ bytes: ByteBuffer) {
         do {
             try read(bytes)
         } catch {
@@ -685,17 +667,28 @@ extension WorkerRuntime: MasterLinkDelegate {
         }
     }
 
-    func linkReadDone() {
+    func socketReadDone() {
         readDone()
     }
 
-    func linkClosed(_ error: Error?) {
+    func socketClosed(_ error: Error?) {
         if let error { logger.error("IPC error: \(error)") }
         masterGone()
     }
 }
 
-/// The worker's link as a NIO channel (base mode, whose loop is NIO's).
+/// Where a worker's frames to the master go.
+protocol MasterOutput: AnyObject, Sendable {
+    /// Sends a batch of encoded frames, in order after the batches sent before.
+    func send(_ batch: ByteBuffer)
+    /// Runs `body` on the loop once everything sent has reached the socket, or cannot.
+    func whenSent(_ body: @escaping () -> Void)
+}
+
+extension EpollSocket: MasterOutput {}
+
+/// The worker's link as a NIO channel (a base-mode worker with an HTTP listener, whose loop
+/// is NIO's).
 final class ChannelOutput: MasterOutput {
     private let channel: Channel
 

@@ -104,9 +104,7 @@ final class WorkerReactor: @unchecked Sendable {
     /// otherwise never be idle, and would wait out maxWaitTime).
     func stopReading() {
         loop.assertInEventLoop()
-        for connection in reactor.connections.values {
-            connection.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
-        }
+        for connection in reactor.connections.values { connection.transport?.stopReading() }
     }
 
     /// Closes every connection once what was written to it has gone out (or `within` has
@@ -115,21 +113,21 @@ final class WorkerReactor: @unchecked Sendable {
         loop.assertInEventLoop()
         reactor.stopHeartbeat()
         let deadline = NIODeadline.now() + limit
-        let closed = reactor.connections.values.map { connection -> EventLoopFuture<Void> in
+        let closed = reactor.connections.values.compactMap { connection -> EventLoopFuture<Void>? in
+            guard let transport = connection.transport else { return nil }
             connection.closedByServer = true
-            closeWhenSent(connection.channel, deadline: deadline)
-            return connection.channel.closeFuture
+            closeWhenSent(transport, deadline: deadline)
+            return transport.closeFuture
         }
         return EventLoopFuture.andAllComplete(closed, on: loop)
     }
 
-    private func closeWhenSent(_ channel: Channel, deadline: NIODeadline) {
-        let buffered = (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
-        if buffered == 0 || NIODeadline.now() >= deadline {
-            channel.close(promise: nil)
+    private func closeWhenSent(_ transport: ClientTransport, deadline: NIODeadline) {
+        if transport.bufferedBytes == 0 || NIODeadline.now() >= deadline {
+            transport.close(reset: false)
             return
         }
-        loop.scheduleTask(in: .milliseconds(10)) { self.closeWhenSent(channel, deadline: deadline) }
+        loop.scheduleTask(in: .milliseconds(10)) { self.closeWhenSent(transport, deadline: deadline) }
     }
 
     /// Answers the master's question about this worker's connections, as JSON.

@@ -8,19 +8,20 @@ import XCTest
 
 @testable import Swoop
 
-/// The worker's end of its IPC link on Swoop's own loop, over a real socket pair.
-final class MasterLinkTests: XCTestCase {
-    private final class Recorder: MasterLinkDelegate, @unchecked Sendable {
+/// A socket on Swoop's own loop (the worker's IPC link, a base-mode client), over a real
+/// socket pair.
+final class EpollSocketTests: XCTestCase {
+    private final class Recorder: EpollSocketDelegate, @unchecked Sendable {
         let received = NIOLockedValueBox(ByteBuffer())
         let reads = NIOLockedValueBox(0)
         let closed: EventLoopPromise<String>
         init(closed: EventLoopPromise<String>) { self.closed = closed }
-        func linkReceived(_ bytes: ByteBuffer) {
+        func socketReceived(_ bytes: ByteBuffer) {
             var bytes = bytes
             _ = received.withLockedValue { $0.writeBuffer(&bytes) }
         }
-        func linkReadDone() { reads.withLockedValue { $0 += 1 } }
-        func linkClosed(_ error: Error?) { closed.succeed(error.map { "\($0)" } ?? "eof") }
+        func socketReadDone() { reads.withLockedValue { $0 += 1 } }
+        func socketClosed(_ error: Error?) { closed.succeed(error.map { "\($0)" } ?? "eof") }
     }
 
     private var loop: EpollLoop!
@@ -45,7 +46,7 @@ final class MasterLinkTests: XCTestCase {
         let loop = self.loop!
         let recorder = Recorder(closed: loop.makePromise())
         let link = try loop.submit {
-            let link = MasterLink(fd: ours, loop: loop, delegate: recorder)
+            let link = EpollSocket(fd: ours, loop: loop, delegate: recorder)
             try link.start()
             return link
         }.wait()
@@ -80,7 +81,7 @@ final class MasterLinkTests: XCTestCase {
         let loop = self.loop!
         let recorder = Recorder(closed: loop.makePromise())
         _ = try loop.submit {
-            let link = MasterLink(fd: ours, loop: loop, delegate: recorder)
+            let link = EpollSocket(fd: ours, loop: loop, delegate: recorder)
             try link.start()
             return link
         }.wait()

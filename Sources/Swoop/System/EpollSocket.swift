@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+
+/// What a socket on Swoop's own loop reports to its owner, on the loop.
+protocol EpollSocketDelegate: AnyObject {
+    /// A read: whatever bytes the socket had (a stream, not cut into messages).
+    func socketReceived(_ bytes: ByteBuffer)
+    /// Everything readable has been read (the turn's replies may go out now).
+    func socketReadDone()
+    /// The socket is closed: by the peer, by a failure (`error`) or by `close(reset:)`.
+    func socketClosed(_ error: Error?)
+}
+
+/// A connected stream socket on Swoop's own loop (``EpollLoop``): what NIO's channel does for
+/// one (read until the socket is empty, hold what a write leaves over until the socket takes
+/// more) without the pipeline around each read and write. The worker's IPC link and, in base
+/// mode, the worker's client connections are such sockets. Touched on its loop only.
+final class EpollSocket: EpollWatcher, @unchecked Sendable {
+    let fd: CInt
+    private let loop: EpollLoop
+    private unowned let delegate: EpollSocketDelegate
+    /// What the socket has not taken yet, in order.
+    private var unsent = CircularBuffer<ByteBuffer>()
+    /// The bytes in `unsent`.
+    private(set) var unsentBytes = 0
+    private var whenAllSent: [() -> Void] = []
+    private(set) var isClosed = false
+    /// False once `stopReading` was called: what arrives stays in the socket.
+    private var reading = true
+    /// EPOLLOUT is asked for: a write left bytes over.
+    private var waitingForSpace = false
+    /// The size of the next read's buffer: doubled when a read fills it, halved when one
+    /// fills under a quarter, within `readSizes` (64 KiB at most: below malloc's mmap
+    /// threshold; a larger message comes in several reads).
+    private var readSize: Int
+    private let readSizes: ClosedRange<Int>
+    private let allocator = ByteBufferAllocator()
+
+    init(fd: CInt, loop: EpollLoop, delegate: EpollSocketDelegate, readSizes: ClosedRange<Int> = 16_384...65_536) {
+        self.fd = fd
+        self.loop = loop
+        self.delegate = delegate
+        self.readSizes = readSizes
+        readSize = readSizes.lowerBound
+    }
+
+    /// Starts watching the socket (non-blocking from here on).
+    func start() throws {
+        loop.assertInEventLoop()
+        try Syscall.setNonBlocking(fd)
+        try loop.watch(fd, events: EpollLoop.readable, self)
+    }
+
+    func ready(_ events: UInt32) {
+        if events & EpollLoop.writable != 0 { drain() }
+        if events & ~EpollLoop.writable != 0 && reading { readAll(toTheEnd: events & EpollLoop.hangUp != 0) }
+    }
+
+    /// Reads what the socket holds; `toTheEnd`: the peer closed its end, so read until the
+    /// end of the stream rather than stop at a read that did not fill its buffer.
+    private func readAll(toTheEnd: Bool) {
+        var readAny = false
+        while !isClosed && reading {
+            var buffer = allocator.buffer(capacity: readSize)
+            var wouldBlock = false
+            do {
+                let count = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readSize) { space in
+                    guard let n = try Syscall.read(fd, into: space) else {
+                        wouldBlock = true
+                        return 0
+                    }
+                    return n
+                }
+                if wouldBlock { break }
+                if count == 0 {
+                    // The peer closed its end: what came before is handled first.
+                    if readAny { delegate.socketReadDone() }
+                    close(nil)
+                    return
+                }
+            } catch {
+                if readAny { delegate.socketReadDone() }
+                close(error)
+                return
+            }
+            readAny = true
+            // A read that did not fill its buffer emptied the socket: no read to see EAGAIN.
+            let drained = buffer.readableBytes < readSize
+            if !drained {
+                readSize = min(readSize * 2, readSizes.upperBound)
+            } else if buffer.readableBytes < readSize / 4 {
+                readSize = max(readSize / 2, readSizes.lowerBound)
+            }
+            delegate.socketReceived(buffer)
+            if drained && !toTheEnd { break }
+        }
+        if readAny && !isClosed { delegate.socketReadDone() }
+    }
+
+    /// Queues bytes behind those queued before, to go out at the next `flush`.
+    func enqueue(_ bytes: ByteBuffer) {
+        guard !isClosed, bytes.readableBytes > 0 else { return }
+        unsent.append(bytes)
+        unsentBytes += bytes.readableBytes
+    }
+
+    /// Writes what is queued, as much as the socket takes now; the rest when it has room.
+    func flush() {
+        if !unsent.isEmpty && !waitingForSpace { drain() }
+    }
+
+    /// Queues and writes.
+    func send(_ bytes: ByteBuffer) {
+        enqueue(bytes)
+        flush()
+    }
+
+    /// Runs `body` on the loop once everything queued has reached the socket, or cannot.
+    func whenSent(_ body: @escaping () -> Void) {
+        if unsent.isEmpty || isClosed { body() } else { whenAllSent.append(body) }
+    }
+
+    /// Reads nothing more (what arrives stays in the socket); writes go on.
+    func stopReading() {
+        reading = false
+    }
+
+    /// Closes the socket; `reset` sends a RST and drops what is unsent (SO_LINGER 0).
+    func close(reset: Bool) {
+        guard !isClosed else { return }
+        if reset {
+            var linger = linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+        }
+        close(nil)
+    }
+
+    /// Writes what waits until the socket takes no more; EPOLLOUT, asked for only then,
+    /// brings the loop back.
+    private func drain() {
+        while !isClosed, var first = unsent.first {
+            let written: Int?
+            do {
+                written = try first.withUnsafeReadableBytes { try Syscall.write(fd, $0) }
+            } catch {
+                close(error)
+                return
+            }
+            guard let written else {
+                if !waitingForSpace {
+                    waitingForSpace = true
+                    loop.rewatch(fd, events: EpollLoop.readable | EpollLoop.writable)
+                }
+                return
+            }
+            unsentBytes -= written
+            first.moveReaderIndex(forwardBy: written)
+            if first.readableBytes == 0 {
+                unsent.removeFirst()
+            } else {
+                unsent[unsent.startIndex] = first
+            }
+        }
+        if unsent.isEmpty && waitingForSpace && !isClosed {
+            waitingForSpace = false
+            loop.rewatch(fd, events: EpollLoop.readable)
+        }
+        if unsent.isEmpty && !whenAllSent.isEmpty {
+            let bodies = whenAllSent
+            whenAllSent.removeAll()
+            for body in bodies { body() }
+        }
+    }
+
+    private func close(_ error: Error?) {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.unwatch(fd)
+        Syscall.close(fd)
+        unsent.removeAll()
+        unsentBytes = 0
+        let bodies = whenAllSent
+        whenAllSent.removeAll()
+        for body in bodies { body() }
+        delegate.socketClosed(error)
+    }
+}
