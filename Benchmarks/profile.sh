@@ -4,6 +4,7 @@
 #   bash Benchmarks/profile.sh                 # both modes, echo
 #   MODES=base REQUESTS_S=3 bash Benchmarks/profile.sh
 #   LOAD=http bash Benchmarks/profile.sh       # HTTP GET / with wrk instead of the echo
+#   KEEP=/tmp/profiles bash Benchmarks/profile.sh   # and keep the callgrind files
 #
 # Callgrind counts instructions, not seconds: the figures repeat for the same binary and
 # load whatever else the machine does, which makes them the yardstick for changes to the
@@ -40,10 +41,14 @@ trap cleanup EXIT
 cp "$root/.build/release/swoop-demo" "$work/swoop-demo"
 strip --strip-debug "$work/swoop-demo"
 
+# An HTTP listener only for the HTTP load, as run.sh starts them: without one, a base-mode
+# worker serves its connections on Swoop's own loop.
+http_arg=()
+[[ "$LOAD" == echo ]] || http_arg=(--http-port 0)
 for mode in $MODES; do
     rm -f "$work"/cg.* "$work/out"
     setsid valgrind --tool=callgrind --trace-children=yes --instr-atstart=no --callgrind-out-file="$work/cg.%p" \
-        "$work/swoop-demo" --mode "$mode" --worker-num 1 --reactor-num 1 --port 0 --http-port 0 >"$work/out" 2>"$work/err" &
+        "$work/swoop-demo" --mode "$mode" --worker-num 1 --reactor-num 1 --port 0 "${http_arg[@]}" >"$work/out" 2>"$work/err" &
     for _ in $(seq 1 300); do grep -q ready "$work/out" 2>/dev/null && break; sleep 0.2; done
     master="$(grep -o 'master=[0-9]*' "$work/out" | cut -d= -f2)"
     port="$(grep -o ' port=[0-9]*' "$work/out" | cut -d= -f2)"
@@ -75,5 +80,7 @@ for mode in $MODES; do
         callgrind_annotate --inclusive=no "$file" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | sed -n "2,$((TOP + 1))p" |
             sed 's/\[[^]]*\]//; s/???://' | cut -c1-150
     done
+    # KEEP=<dir>: keep the profiles, for callgrind_annotate --tree=caller and the like.
+    if [[ -n "${KEEP:-}" ]]; then mkdir -p "$KEEP/$mode" && cp "$work"/cg.* "$KEEP/$mode/"; fi
     echo
 done

@@ -106,12 +106,13 @@ final class ReactorHost: Sendable {
 
 /// One reactor thread's state: its connections, its copy of the worker table and the
 /// packets waiting for a worker that is being replaced. Touched only on its own loop, so
-/// the per-packet path takes no lock.
+/// the per-packet path takes no lock. Its hot state skips the run-time exclusivity check (see
+/// ``EpollSocket``).
 final class Reactor: @unchecked Sendable {
     let id: Int
     let loop: EventLoop
     let core: ReactorHost
-    private(set) var connections: [UInt64: ClientConnection] = [:]
+    @exclusivity(unchecked) private(set) var connections: [UInt64: ClientConnection] = [:]
     /// The current endpoint of each event worker slot, as last published by the registry.
     private var workers: [WorkerEndpoint?]
     /// Frames for slots that have no worker right now (it crashed and is being respawned).
@@ -125,9 +126,9 @@ final class Reactor: @unchecked Sendable {
     /// Frames for workers written during this loop turn, sent together at its end: one hop
     /// to each worker link's loop per turn rather than one per packet.
     private var outbox: [(endpoint: WorkerEndpoint, frames: ByteBuffer)] = []
-    private var outboxScheduled = false
+    @exclusivity(unchecked) private var outboxScheduled = false
     /// While a batch of replies is applied: the connections written to and not flushed.
-    private var batching = false
+    @exclusivity(unchecked) private var batching = false
     private var unflushed: [ClientConnection] = []
     /// Base mode (`ServerSettings.yieldAfterTurn`): yield the CPU after each turn that read.
     var yieldsAfterTurn = false
@@ -493,28 +494,30 @@ protocol ClientTransport: AnyObject, Sendable {
 
 /// A client connection, owned by one reactor (the master's in process mode, a worker's in
 /// base mode): its framing, its bookkeeping and its events, whatever moves its bytes.
+/// Touched on its reactor's loop only; its hot state skips the run-time exclusivity check
+/// (see ``EpollSocket``).
 final class ClientConnection: @unchecked Sendable {
     let id: UInt64
     let listener: Int
     let reactor: Reactor
     /// Set once, right after init; let go when the connection closes (the transport holds
     /// the connection too).
-    var transport: ClientTransport?
+    @exclusivity(unchecked) var transport: ClientTransport?
     let remoteIP: String
     let remotePort: Int
     let serverPort: Int
     let connectTime = Date().timeIntervalSince1970
-    var lastReceive = NIODeadline.now()
+    @exclusivity(unchecked) var lastReceive = NIODeadline.now()
     /// The wall-clock time of `lastReceive`, worked out when asked (one clock read per
     /// packet rather than two).
     var lastReceiveWall: Double {
         Date().timeIntervalSince1970 - Double((NIODeadline.now() - lastReceive).nanoseconds) / 1e9
     }
-    var closedByServer = false
+    @exclusivity(unchecked) var closedByServer = false
     /// Between a read's first packet and the end of the read.
-    var reading = false
+    @exclusivity(unchecked) var reading = false
     /// Replies written during the read and not flushed yet.
-    var unflushed = false
+    @exclusivity(unchecked) var unflushed = false
     /// The worker of this connection's connect/close events and of its packets in mode 2.
     let stickySlot: Int
     /// The worker of its packets in mode 4.
@@ -522,10 +525,10 @@ final class ClientConnection: @unchecked Sendable {
     /// The HTTP side of the connection, on an HTTP listener.
     weak var http: HTTPSession?
     /// Cuts the stream into packets on a listener with framing; nil when each read is a packet.
-    private var packets: PacketReader?
+    @exclusivity(unchecked) private var packets: PacketReader?
     /// The connection closed or its stream failed to frame: nothing more it sent is handed
     /// over (no packet after the close event).
-    private var closing = false
+    @exclusivity(unchecked) private var closing = false
 
     init(id: UInt64, sequence: UInt64, listener: Int, reactor: Reactor, remoteIP: String, remotePort: Int,
          serverPort: Int, framing: ProtocolSettings) {

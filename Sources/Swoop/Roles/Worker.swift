@@ -76,6 +76,7 @@ enum ExitCode {
 
 /// The worker's side of the IPC connection and the dispatcher of its handlers. All of its
 /// state is touched only on its event loop.
+/// The state on the request path skips the run-time exclusivity check (see ``EpollSocket``).
 final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
@@ -91,32 +92,32 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
 
     /// Per connection: the events waiting while an async handler of that connection runs,
     /// so that a connection's events are handled one after another, in order.
-    private var queues: [UInt64: CircularBuffer<IPCMessage>] = [:]
+    @exclusivity(unchecked) private var queues: [UInt64: CircularBuffer<IPCMessage>] = [:]
     /// Connections whose async handler has suspended and not finished yet.
-    private var busy: Set<UInt64> = []
+    @exclusivity(unchecked) private var busy: Set<UInt64> = []
     /// The connection whose event is being handled inline (its handler has neither returned
     /// nor suspended yet): its events arriving meanwhile wait too. Most handlers finish
     /// inline, and then the connection never enters `busy`.
-    private var inlineConnection: UInt64?
+    @exclusivity(unchecked) private var inlineConnection: UInt64?
     /// The async handler being started by `run` right now, and whether it finished before
     /// its first suspension (then the caller, not the task, completes it).
-    private var inlineRun = 0
-    private var inlineRunFinished = false
-    private var runCounter = 0
+    @exclusivity(unchecked) private var inlineRun = 0
+    @exclusivity(unchecked) private var inlineRunFinished = false
+    @exclusivity(unchecked) private var runCounter = 0
     /// Handlers running (sync ones count while they run; async ones until they finish).
-    private var running = 0
+    @exclusivity(unchecked) private var running = 0
     /// Requests finished but not yet reported to the master, by connection (0: UDP).
-    private var finished: [UInt64] = []
-    private var stopRequested = false
+    @exclusivity(unchecked) private var finished: [UInt64] = []
+    @exclusivity(unchecked) private var stopRequested = false
     private var stopAcknowledged = false
     private var stopDeadline: Scheduled<Void>?
     private var nextQuery: UInt32 = 1
     private var queries: [UInt32: EventLoopPromise<ByteBuffer>] = [:]
-    private var inReadBatch = false
-    private var needsFlush = false
+    @exclusivity(unchecked) private var inReadBatch = false
+    @exclusivity(unchecked) private var needsFlush = false
     /// Frames written since the last flush, encoded back to back: one buffer and one
     /// socket write per flush rather than one of each per frame.
-    private var outgoing = ByteBuffer()
+    @exclusivity(unchecked) private var outgoing = ByteBuffer()
     private lazy var reader = IPCFrameReader(maxFrameLength: server.settings.maxIPCFrameLength)
     /// Base mode: this worker's own listeners and connections.
     private var local: WorkerReactor?
@@ -135,7 +136,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     /// In a task worker: tasks already answered by `finish()`.
     private var answeredTasks: Set<UInt64> = []
     /// Requests (or tasks) served, for maxRequest / taskMaxRequest.
-    private var served = 0
+    @exclusivity(unchecked) private var served = 0
     private lazy var recycleAfter: Int = {
         let limit = server.isTaskWorker ? server.settings.taskMaxRequest : server.settings.maxRequest
         // A random grace of up to half the limit (Swoole's max_request_grace, gunicorn's

@@ -36,7 +36,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private let inbox = NIOLockedValueBox(Inbox())
 
     // On the loop's thread only.
-    private var watchers: [CInt: EpollWatcher] = [:]
+    @exclusivity(unchecked) private var watchers: [CInt: EpollWatcher] = [:]
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
     /// Cancelled timers still in the heap.

@@ -17,24 +17,30 @@ protocol EpollSocketDelegate: AnyObject {
 /// one (read until the socket is empty, hold what a write leaves over until the socket takes
 /// more) without the pipeline around each read and write. The worker's IPC link and, in base
 /// mode, the worker's client connections are such sockets. Touched on its loop only.
+///
+/// Its hot state, here and in the other types of a loop's request path, is marked
+/// `@exclusivity(unchecked)`: each access is short and calls nothing that touches the same
+/// property, and Swift's run-time exclusivity check on a class's stored property (about 60
+/// instructions: `swift_beginAccess` and its access set) took a fifth of a base-mode echo's
+/// instructions (Benchmarks/README.md).
 final class EpollSocket: EpollWatcher, @unchecked Sendable {
     let fd: CInt
     private let loop: EpollLoop
     private unowned let delegate: EpollSocketDelegate
     /// What the socket has not taken yet, in order.
-    private var unsent = CircularBuffer<ByteBuffer>()
+    @exclusivity(unchecked) private var unsent = CircularBuffer<ByteBuffer>()
     /// The bytes in `unsent`.
-    private(set) var unsentBytes = 0
+    @exclusivity(unchecked) private(set) var unsentBytes = 0
     private var whenAllSent: [() -> Void] = []
-    private(set) var isClosed = false
+    @exclusivity(unchecked) private(set) var isClosed = false
     /// False once `stopReading` was called: what arrives stays in the socket.
-    private var reading = true
+    @exclusivity(unchecked) private var reading = true
     /// EPOLLOUT is asked for: a write left bytes over.
-    private var waitingForSpace = false
+    @exclusivity(unchecked) private var waitingForSpace = false
     /// The size of the next read's buffer: doubled when a read fills it, halved when one
     /// fills under a quarter, within `readSizes` (64 KiB at most: below malloc's mmap
     /// threshold; a larger message comes in several reads).
-    private var readSize: Int
+    @exclusivity(unchecked) private var readSize: Int
     private let readSizes: ClosedRange<Int>
     private let allocator = ByteBufferAllocator()
 
