@@ -98,4 +98,40 @@ final class EpollSocketTests: XCTestCase {
         XCTAssertEqual(recorder.received.withLockedValue { $0.readableBytesView.elementsEqual(message) }, true)
         XCTAssertGreaterThan(recorder.reads.withLockedValue { $0 }, 0)
     }
+
+    /// The loop's sockets read into one shared buffer: a read that something kept (a partial
+    /// packet waits so) must not be overwritten by the next read, of this socket or another.
+    func testAReadThatWasKeptIsNotOverwrittenByTheNextOne() throws {
+        final class Keeper: EpollSocketDelegate, @unchecked Sendable {
+            let kept = NIOLockedValueBox<[ByteBuffer]>([])
+            let closed: EventLoopPromise<Void>
+            init(closed: EventLoopPromise<Void>) { self.closed = closed }
+            func socketReceived(_ bytes: ByteBuffer) { kept.withLockedValue { $0.append(bytes) } }
+            func socketReadDone() {}
+            func socketClosed(_ error: Error?) { closed.succeed() }
+        }
+        let loop = self.loop!
+        let pairs = try (0..<2).map { _ in try socketPair() }
+        let keepers = pairs.map { _ in Keeper(closed: loop.makePromise()) }
+        try loop.submit {
+            for (pair, keeper) in zip(pairs, keepers) { try EpollSocket(fd: pair.0, loop: loop, delegate: keeper).start() }
+        }.wait()
+        // Alternating sockets and letters; each write waits until the one before was read.
+        let letters: [UInt8] = Array("ABCDEF".utf8)
+        for (index, letter) in letters.enumerated() {
+            let keeper = keepers[index % 2]
+            let before = keeper.kept.withLockedValue { $0.count }
+            let chunk = [UInt8](repeating: letter, count: 1000)
+            XCTAssertEqual(chunk.withUnsafeBytes { write(pairs[index % 2].1, $0.baseAddress, 1000) }, 1000)
+            let deadline = Date().addingTimeInterval(10)
+            while keeper.kept.withLockedValue({ $0.count }) == before && Date() < deadline { usleep(1000) }
+        }
+        for pair in pairs { close(pair.1) }
+        for keeper in keepers { try keeper.closed.futureResult.wait() }
+        let seen = keepers.map { keeper in
+            keeper.kept.withLockedValue { $0.map { String(decoding: $0.readableBytesView, as: UTF8.self) } }
+        }
+        XCTAssertEqual(seen[0], ["A", "C", "E"].map { String(repeating: $0, count: 1000) })
+        XCTAssertEqual(seen[1], ["B", "D", "F"].map { String(repeating: $0, count: 1000) })
+    }
 }

@@ -43,6 +43,11 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private var cancelledTimers = 0
     private var draining: [@Sendable () -> Void] = []
     private var shutdownCallbacks: [(DispatchQueue, @Sendable (Error?) -> Void)] = []
+    /// The buffer its sockets read into, one for the loop: taken for a read and given back
+    /// after it. When nothing kept a slice of the last read, the next one reuses its memory
+    /// (no allocation per read); when something did, `clear` makes a new one and the old
+    /// memory stays with the slice.
+    @exclusivity(unchecked) var readBuffer = ByteBufferAllocator().buffer(capacity: 0)
 
     init() throws {
         epoll = try Syscall.retrying("epoll_create1") { epoll_create1(CInt(EPOLL_CLOEXEC)) }

@@ -37,12 +37,11 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     @exclusivity(unchecked) private var reading = true
     /// EPOLLOUT is asked for: a write left bytes over.
     @exclusivity(unchecked) private var waitingForSpace = false
-    /// The size of the next read's buffer: doubled when a read fills it, halved when one
-    /// fills under a quarter, within `readSizes` (64 KiB at most: below malloc's mmap
-    /// threshold; a larger message comes in several reads).
+    /// The size of the next read: doubled when a read fills it, halved when one fills under
+    /// a quarter, within `readSizes` (64 KiB at most: below malloc's mmap threshold; a larger
+    /// message comes in several reads). The memory is the loop's (`EpollLoop.readBuffer`).
     @exclusivity(unchecked) private var readSize: Int
     private let readSizes: ClosedRange<Int>
-    private let allocator = ByteBufferAllocator()
 
     init(fd: CInt, loop: EpollLoop, delegate: EpollSocketDelegate, readSizes: ClosedRange<Int> = 16_384...65_536) {
         self.fd = fd
@@ -69,40 +68,58 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     private func readAll(toTheEnd: Bool) {
         var readAny = false
         while !isClosed && reading {
-            var buffer = allocator.buffer(capacity: readSize)
+            var buffer = loop.readBuffer
+            loop.readBuffer = ByteBuffer()
+            buffer.clear(minimumCapacity: readSize)
+            var offered = 0
             var wouldBlock = false
             do {
                 let count = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readSize) { space in
+                    // At most the adaptive size, however large the shared buffer has grown.
+                    let space = UnsafeMutableRawBufferPointer(rebasing: space.prefix(readSize))
+                    offered = space.count
                     guard let n = try Syscall.read(fd, into: space) else {
                         wouldBlock = true
                         return 0
                     }
                     return n
                 }
-                if wouldBlock { break }
+                if wouldBlock {
+                    giveBack(buffer)
+                    break
+                }
                 if count == 0 {
                     // The peer closed its end: what came before is handled first.
+                    giveBack(buffer)
                     if readAny { delegate.socketReadDone() }
                     close(nil)
                     return
                 }
             } catch {
+                giveBack(buffer)
                 if readAny { delegate.socketReadDone() }
                 close(error)
                 return
             }
             readAny = true
-            // A read that did not fill its buffer emptied the socket: no read to see EAGAIN.
-            let drained = buffer.readableBytes < readSize
+            // A read that did not fill its space emptied the socket: no read to see EAGAIN.
+            let drained = buffer.readableBytes < offered
             if !drained {
                 readSize = min(readSize * 2, readSizes.upperBound)
             } else if buffer.readableBytes < readSize / 4 {
                 readSize = max(readSize / 2, readSizes.lowerBound)
             }
             delegate.socketReceived(buffer)
+            giveBack(buffer)
             if drained && !toTheEnd { break }
         }
         if readAny && !isClosed { delegate.socketReadDone() }
+    }
+
+    /// Returns the read's memory to the loop, unless it is large: a slice kept of it (a
+    /// partial packet waiting for the rest) would hold all of it, for each connection.
+    private func giveBack(_ buffer: ByteBuffer) {
+        if buffer.capacity <= 16_384 { loop.readBuffer = buffer }
     }
 
     /// Queues bytes behind those queued before, to go out at the next `flush`.
