@@ -88,3 +88,9 @@ final class LeakBaseModeTests: LeakTests {
         throw XCTSkip("base mode: a connection dies with its worker's crash")
     }
 }
+
+/// Base mode: hostile input on a worker's own connections (Swoop's loop, no NIO channel).
+final class FramingBaseModeTests: FramingTests {
+    override var serverMode: String { "base" }
+    override func testOversizedLineClosesOnlyThatConnection() throws { try super.testOversizedLineClosesOnlyThatConnection() }
+}
