@@ -134,4 +134,45 @@ final class EpollSocketTests: XCTestCase {
         XCTAssertEqual(seen[0], ["A", "C", "E"].map { String(repeating: $0, count: 1000) })
         XCTAssertEqual(seen[1], ["B", "D", "F"].map { String(repeating: $0, count: 1000) })
     }
+
+    /// A base-mode connection's `clientInfo` address comes from the socket itself: the
+    /// peer's IP address and port, for IPv4 and IPv6 alike ("unix" for a Unix socket).
+    func testPeerAddressOfLoopbackConnections() throws {
+        for host in ["127.0.0.1", "::1"] {
+            let bound = Result { try Syscall.bindInet(host: host, port: 0, udp: false, backlog: 4, reusePort: false) }
+            // A machine without IPv6 has no ::1 to test on.
+            if host == "::1", case .failure = bound { continue }
+            let listener = try bound.get()
+            defer { close(listener.fd) }
+            var hints = addrinfo()
+            hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV
+            hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
+            var found: UnsafeMutablePointer<addrinfo>?
+            XCTAssertEqual(getaddrinfo(host, String(listener.port), &hints, &found), 0)
+            defer { freeaddrinfo(found) }
+            let target = try XCTUnwrap(found).pointee
+            let client = socket(target.ai_family, target.ai_socktype, 0)
+            defer { close(client) }
+            let connected = connect(client, target.ai_addr, target.ai_addrlen)
+            XCTAssertEqual(connected, 0, "connect to \(host)")
+            let accepted = accept(listener.fd, nil, nil)
+            XCTAssertGreaterThanOrEqual(accepted, 0)
+            defer { close(accepted) }
+            // The client's own port, as the server's peer.
+            var local = sockaddr_storage()
+            var localLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(client, $0, &localLength) }
+            }
+            let clientPort = withUnsafeBytes(of: local) { bytes in
+                Int(UInt16(bigEndian: bytes.load(fromByteOffset: 2, as: UInt16.self)))
+            }
+            let peer = Syscall.peerAddress(accepted)
+            XCTAssertEqual(peer.ip, host)
+            XCTAssertEqual(peer.port, clientPort)
+        }
+        let (ours, theirs) = try socketPair()
+        defer { close(ours); close(theirs) }
+        XCTAssertEqual(Syscall.peerAddress(ours).ip, "unix")
+    }
 }

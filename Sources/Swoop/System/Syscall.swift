@@ -179,34 +179,21 @@ enum Syscall {
     static func peerAddress(_ fd: CInt) -> (ip: String, port: Int) {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let got = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
-        }
-        guard got == 0 else { return ("unix", 0) }
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        func string(_ text: [CChar]) -> String {
-            String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
-                    var ip = address.pointee.sin_addr
-                    inet_ntop(AF_INET, &ip, &text, socklen_t(text.count))
-                    return (string(text), Int(UInt16(bigEndian: address.pointee.sin_port)))
-                }
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let found = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                getpeername(fd, address, &length) == 0
+                    && [AF_INET, AF_INET6].contains(Int32(address.pointee.sa_family))
+                    && getnameinfo(address, length, &host, socklen_t(host.count), &service, socklen_t(service.count),
+                                   NI_NUMERICHOST | NI_NUMERICSERV) == 0
             }
-        case AF_INET6:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
-                    var ip = address.pointee.sin6_addr
-                    inet_ntop(AF_INET6, &ip, &text, socklen_t(text.count))
-                    return (string(text), Int(UInt16(bigEndian: address.pointee.sin6_port)))
-                }
-            }
-        default:
-            return ("unix", 0)
         }
+        guard found else { return ("unix", 0) }
+        func text(_ bytes: [CChar]) -> String {
+            String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return (text(host), Int(text(service)) ?? 0)
     }
 
     static func setNonBlocking(_ fd: CInt) throws {
