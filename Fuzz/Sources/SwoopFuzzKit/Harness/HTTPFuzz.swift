@@ -4,7 +4,7 @@
 // very pipeline `Master.adopt` builds for an HTTP listener, on an `EmbeddedChannel`: NIO's
 // parser (llhttp), its pipelining and error handlers, optionally the response compressor, then
 // Swoop's `HTTPSession` (request assembly, limits, timeouts, static files) and
-// `ClientConnection`, owned by a real `Reactor` of a real `MasterCore`. The worker end of the
+// `ClientConnection` with its `ChannelTransport`, owned by a real `Reactor` of a real `MasterCore`. The worker end of the
 // IPC link is another `EmbeddedChannel`: every frame the reactor sends is decoded with
 // `IPCCodec`, turned into the worker's `Request` (query, cookies, form), and answered in one of
 // several ways (whole, streamed, 204/304 with a body, an interim status, late, or never, so
@@ -138,10 +138,10 @@ public enum HTTPFuzz {
         do {
             let pipeline = channel.pipeline.syncOperations
             try pipeline.addHandler(socketSide)
-            client = ClientConnection(id: fixture.nextSequence, sequence: fixture.nextSequence, listener: 0,
-                                      reactor: fixture.reactor, channel: channel, serverPort: 80)
-            session = try HTTPSession.install(on: pipeline, for: client, framing: framing)
-            try pipeline.addHandler(client)
+            client = try ChannelTransport.install(on: channel, id: fixture.nextSequence, sequence: fixture.nextSequence,
+                                                  listener: 0, framing: framing, reactor: fixture.reactor, serverPort: 80)
+            guard let installed = client.http else { fuzzFail("no HTTP session in the pipeline") }
+            session = installed
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
         } catch {
             fuzzFail("could not build the pipeline: \(error)")
@@ -155,7 +155,7 @@ public enum HTTPFuzz {
             do {
                 try channel.writeInbound(ByteBuffer(bytes: chunk))
             } catch {
-                // Errors end at ClientConnection, which closes; none should reach the tail.
+                // Errors end at the connection's transport, which closes; none should reach the tail.
                 fuzzFail("an error reached the end of the pipeline: \(error)")
             }
             worker.serve(fixture: fixture, session: session, channel: channel, answers: &answers, clockJumps: clockJumps)
