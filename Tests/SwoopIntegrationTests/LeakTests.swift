@@ -7,10 +7,6 @@ import Glibc
 /// Nothing leaked: the master's descriptors return to their baseline after many
 /// connections, crashes and reloads, and no zombie is left in the tree.
 class LeakTests: SwoopTestCase {
-    private func descriptorCount(_ pid: pid_t) -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
-    }
-
     /// What each descriptor of `pid` is ("3 socket:[123]"), for a failure to show.
     private func descriptors(_ pid: pid_t) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
@@ -18,6 +14,8 @@ class LeakTests: SwoopTestCase {
             "\(fd) " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "?")
         }
     }
+
+    private func descriptorCount(_ pid: pid_t) -> Int { descriptors(pid).count }
 
     func testDescriptorsAndProcessesReturnToTheirBaseline() throws {
         let server = try startServer(["--worker-num", "2", "--task-worker-num", "1"])

@@ -104,9 +104,13 @@ final class EpollSocketTests: XCTestCase {
     func testAReadThatWasKeptIsNotOverwrittenByTheNextOne() throws {
         final class Keeper: EpollSocketDelegate, @unchecked Sendable {
             let kept = NIOLockedValueBox<[ByteBuffer]>([])
+            let arrived = DispatchSemaphore(value: 0)
             let closed: EventLoopPromise<Void>
             init(closed: EventLoopPromise<Void>) { self.closed = closed }
-            func socketReceived(_ bytes: ByteBuffer) { kept.withLockedValue { $0.append(bytes) } }
+            func socketReceived(_ bytes: ByteBuffer) {
+                kept.withLockedValue { $0.append(bytes) }
+                arrived.signal()
+            }
             func socketReadDone() {}
             func socketClosed(_ error: Error?) { closed.succeed() }
         }
@@ -119,20 +123,18 @@ final class EpollSocketTests: XCTestCase {
         // Alternating sockets and letters; each write waits until the one before was read.
         let letters: [UInt8] = Array("ABCDEF".utf8)
         for (index, letter) in letters.enumerated() {
-            let keeper = keepers[index % 2]
-            let before = keeper.kept.withLockedValue { $0.count }
             let chunk = [UInt8](repeating: letter, count: 1000)
             XCTAssertEqual(chunk.withUnsafeBytes { write(pairs[index % 2].1, $0.baseAddress, 1000) }, 1000)
-            let deadline = Date().addingTimeInterval(10)
-            while keeper.kept.withLockedValue({ $0.count }) == before && Date() < deadline { usleep(1000) }
+            XCTAssertEqual(keepers[index % 2].arrived.wait(timeout: .now() + 10), .success, "read \(index)")
         }
         for pair in pairs { close(pair.1) }
         for keeper in keepers { try keeper.closed.futureResult.wait() }
+        // What each socket's delegate kept, read by read, as it is now.
         let seen = keepers.map { keeper in
-            keeper.kept.withLockedValue { $0.map { String(decoding: $0.readableBytesView, as: UTF8.self) } }
+            keeper.kept.withLockedValue { $0.map { String(decoding: $0.readableBytesView, as: UTF8.self) }.joined() }
         }
-        XCTAssertEqual(seen[0], ["A", "C", "E"].map { String(repeating: $0, count: 1000) })
-        XCTAssertEqual(seen[1], ["B", "D", "F"].map { String(repeating: $0, count: 1000) })
+        XCTAssertEqual(seen[0], ["A", "C", "E"].map { String(repeating: $0, count: 1000) }.joined())
+        XCTAssertEqual(seen[1], ["B", "D", "F"].map { String(repeating: $0, count: 1000) }.joined())
     }
 
     /// A base-mode connection's `clientInfo` address comes from the socket itself: the

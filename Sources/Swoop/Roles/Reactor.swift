@@ -175,8 +175,7 @@ final class Reactor: @unchecked Sendable {
         let framing = listener.protocol ?? core.settings.protocol
         let outputLimit = core.settings.bufferOutputSize
         if let loop = loop as? EpollLoop, !framing.openHTTPProtocol {
-            var noDelay: CInt = listener.type == .tcp ? 1 : 0
-            _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<CInt>.size))
+            try? Syscall.setSocketOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, CInt(listener.type == .tcp ? 1 : 0))
             let peer = Syscall.peerAddress(fd)
             let connection = ClientConnection(id: id, sequence: sequence, listener: index, reactor: self,
                                               remoteIP: peer.ip, remotePort: peer.port, serverPort: serverPort,
@@ -222,7 +221,7 @@ final class Reactor: @unchecked Sendable {
         }
         // Inside a batch of replies (process mode) or while the client's own bytes are read
         // (base mode, a handler that did not suspend): one flush at the batch's end, in
-        // apply(batch:) or in the connection's channelReadComplete.
+        // apply(batch:) or in the connection's readComplete.
         client.write(data, flush: false)
         if batching && !client.unflushed { unflushed.append(client) }
         client.unflushed = true

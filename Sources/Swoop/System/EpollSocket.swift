@@ -154,8 +154,7 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     func close(reset: Bool) {
         guard !isClosed else { return }
         if reset {
-            var linger = linger(l_onoff: 1, l_linger: 0)
-            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            try? Syscall.setSocketOption(fd, SOL_SOCKET, SO_LINGER, linger(l_onoff: 1, l_linger: 0))
         }
         close(nil)
     }

@@ -196,6 +196,15 @@ enum Syscall {
         return (text(host), Int(text(service)) ?? 0)
     }
 
+    /// Sets a socket option (`value` is the option's C type: `CInt`, `linger`, …).
+    static func setSocketOption<Value: BitwiseCopyable>(_ fd: CInt, _ level: CInt, _ name: CInt, _ value: Value) throws {
+        _ = try withUnsafeBytes(of: value) { bytes in
+            try retrying("setsockopt", "fd \(fd)") {
+                setsockopt(fd, level, name, bytes.baseAddress, socklen_t(bytes.count))
+            }
+        }
+    }
+
     static func setNonBlocking(_ fd: CInt) throws {
         let flags = try retrying("fcntl", "fd \(fd)") { fcntl(fd, F_GETFL) }
         _ = try retrying("fcntl", "fd \(fd)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
