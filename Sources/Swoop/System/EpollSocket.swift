@@ -68,7 +68,11 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     private func readAll(toTheEnd: Bool) {
         var readAny = false
         while !isClosed && reading {
-            var buffer = loop.readBuffer
+            // Not the loop's buffer when it is much larger than this socket reads (the IPC
+            // link's 16 KiB, in a base-mode worker whose clients read 2 KiB): a reply that is
+            // a slice of the read, waiting for a client that does not read, would hold all of
+            // it while `bufferOutputSize` counts only the slice.
+            var buffer = loop.readBuffer.capacity <= 4 * readSize ? loop.readBuffer : ByteBuffer()
             loop.readBuffer = ByteBuffer()
             buffer.clear(minimumCapacity: readSize)
             var offered = 0
