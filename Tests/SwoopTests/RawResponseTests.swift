@@ -29,7 +29,8 @@ final class RawResponseTests: XCTestCase {
 
     private func raw(_ code: Int, _ headers: [(String, String)], body: String, request: HTTPRequestHead) -> (String, Bool)? {
         RawResponse.encode(status: code, headers: headers.map { HTTPWirePair(name: $0.0, value: $0.1) },
-                           body: ByteBuffer(string: body), request: request, allocator: allocator)
+                           body: ByteBuffer(string: body), isHead: request.method == .HEAD,
+                           version: request.version, keepAlive: request.isKeepAlive, allocator: allocator)
             .map { (String(buffer: $0.bytes), $0.close) }
     }
 

@@ -22,41 +22,161 @@ public struct Request: Sendable {
     /// building it (every field checked by swift-http-types) was a tenth of a worker's
     /// instructions per request.
     public var head: HTTPRequest {
-        get { assignedHead ?? builtHead }
-        set { assignedHead = newValue }
+        get { storage.assignedHead ?? storage.builtHead }
+        set { unique().assignedHead = newValue }
     }
     /// The method (`GET`, `POST`, …).
-    public var method: HTTPRequest.Method { assignedHead?.method ?? wireMethod }
+    public var method: HTTPRequest.Method { storage.assignedHead?.method ?? storage.wireMethod }
     /// The request target as sent, query included and not percent-decoded (Swoole's `request_uri` plus query).
-    public var uri: String
+    public var uri: String {
+        get { storage.uri }
+        set { unique().uri = newValue }
+    }
     /// The path of the target, without the query, not percent-decoded.
-    public var path: String
+    public var path: String {
+        get { storage.path }
+        set { unique().path = newValue }
+    }
     /// The query string, without `?` ("" when none).
-    public var queryString: String
+    public var queryString: String {
+        get { storage.queryString }
+        set { unique().queryString = newValue }
+    }
     /// The query's fields, percent-decoded (Swoole's `$request->get`).
-    public var query: [String: String]
+    public var query: [String: String] {
+        get { storage.query }
+        set { unique().query = newValue }
+    }
     /// The header fields as received, except `Host`, which is `head.authority`.
     public var headers: HTTPFields { head.headerFields }
     /// The cookies of the `Cookie` header (Swoole's `$request->cookie`).
-    public var cookies: [String: String]
+    public var cookies: [String: String] {
+        get { storage.cookies }
+        set { unique().cookies = newValue }
+    }
     /// The body, whole (chunked bodies are joined); at most `packageMaxLength` bytes.
-    public var body: ByteBuffer
+    public var body: ByteBuffer {
+        get { storage.body }
+        set { unique().body = newValue }
+    }
     /// The fields of an `application/x-www-form-urlencoded` body (Swoole's `$request->post`); empty otherwise.
-    public var form: [String: String]
+    public var form: [String: String] {
+        get { storage.form }
+        set { unique().form = newValue }
+    }
     /// The HTTP version, such as "1.1".
-    public var version: String
+    public var version: String {
+        get { storage.version }
+        set { unique().version = newValue }
+    }
     /// The connection the request came on.
-    public var connection: ConnectionID
+    public var connection: ConnectionID {
+        get { storage.connection }
+        set { unique().connection = newValue }
+    }
     /// The reactor thread that owns the connection.
-    public var reactorId: Int
+    public var reactorId: Int {
+        get { storage.reactorId }
+        set { unique().reactorId = newValue }
+    }
 
-    /// What the handler set `head` to, if it did.
-    private var assignedHead: HTTPRequest?
-    /// The head as the reactor sent it, and the ``HTTPRequest`` made of it once asked for
-    /// (shared by copies; the lazy reference makes the first use safe from any thread).
-    private let wire: HTTPWireHead
-    private let wireMethod: HTTPRequest.Method
-    private let built = ManagedAtomicLazyReference<BuiltHead>()
+    /// The fields, in one object copied on write: a request is handed from the worker's
+    /// dispatch to the handler's task and to the handler, and copying a dozen references
+    /// at each step (and releasing them after) was a tenth of the worker's instructions.
+    private var storage: Storage
+
+    /// Shared by copies until one of them is changed; never changed while shared, which
+    /// makes it safe to send.
+    private final class Storage: @unchecked Sendable {
+        var uri: String
+        var path: String
+        var queryString: String
+        var query: [String: String]
+        var cookies: [String: String]
+        var body: ByteBuffer
+        var form: [String: String]
+        var version: String
+        var connection: ConnectionID
+        var reactorId: Int
+        /// What the handler set `head` to, if it did.
+        var assignedHead: HTTPRequest?
+        /// The head as the reactor sent it, and the ``HTTPRequest`` made of it once asked
+        /// for (shared by copies; the lazy reference makes the first use safe from any thread).
+        let wire: HTTPWireHead
+        let wireMethod: HTTPRequest.Method
+        let built: ManagedAtomicLazyReference<BuiltHead>
+
+        init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
+            self.wire = wire
+            wireMethod = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
+            built = ManagedAtomicLazyReference()
+            uri = wire.target
+            if let mark = wire.target.firstIndex(of: "?") {
+                path = String(wire.target[..<mark])
+                queryString = String(wire.target[wire.target.index(after: mark)...])
+            } else {
+                path = wire.target
+                queryString = ""
+            }
+            // Each parsed only when there is something to parse (most requests have neither).
+            query = queryString.isEmpty ? [:] : URLEncoding.parseForm(Substring(queryString))
+            var cookieValues: [String] = []
+            var type = ""
+            for pair in wire.headers {
+                if RawResponse.equalsIgnoringCase(pair.name, "cookie") {
+                    cookieValues.append(pair.value)
+                } else if type.isEmpty, RawResponse.equalsIgnoringCase(pair.name, "content-type") {
+                    type = pair.value.lowercased()
+                }
+            }
+            cookies = cookieValues.isEmpty ? [:] : CookieHeader.parse(cookieValues)
+            self.body = body
+            form = type.hasPrefix("application/x-www-form-urlencoded")
+                ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
+            switch (wire.versionMajor, wire.versionMinor) {
+            case (1, 1): version = "1.1"
+            case (1, 0): version = "1.0"
+            default: version = "\(wire.versionMajor).\(wire.versionMinor)"
+            }
+            self.connection = connection
+            self.reactorId = reactorId
+        }
+
+        /// A copy for a request about to change; the built head stays shared (it depends on
+        /// `wire` only).
+        init(copying other: Storage) {
+            uri = other.uri
+            path = other.path
+            queryString = other.queryString
+            query = other.query
+            cookies = other.cookies
+            body = other.body
+            form = other.form
+            version = other.version
+            connection = other.connection
+            reactorId = other.reactorId
+            assignedHead = other.assignedHead
+            wire = other.wire
+            wireMethod = other.wireMethod
+            built = other.built
+        }
+
+        var builtHead: HTTPRequest {
+            if let built = built.load() { return built.head }
+            var fields = HTTPFields()
+            var host: String?
+            for pair in wire.headers {
+                // The parser only passes valid tokens as names; a name that still does not
+                // pass swift-http-types' check is dropped rather than failing the request.
+                // swift-http-types carries Host as the request's authority, not as a field.
+                if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
+                guard let name = HTTPField.Name(pair.name) else { continue }
+                fields.append(HTTPField(name: name, value: pair.value))
+            }
+            let head = HTTPRequest(method: wireMethod, scheme: nil, authority: host, path: wire.target, headerFields: fields)
+            return built.storeIfNilThenLoad(BuiltHead(head)).head
+        }
+    }
 
     private final class BuiltHead: Sendable {
         let head: HTTPRequest
@@ -64,54 +184,13 @@ public struct Request: Sendable {
     }
 
     init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
-        self.wire = wire
-        wireMethod = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
-        uri = wire.target
-        if let mark = wire.target.firstIndex(of: "?") {
-            path = String(wire.target[..<mark])
-            queryString = String(wire.target[wire.target.index(after: mark)...])
-        } else {
-            path = wire.target
-            queryString = ""
-        }
-        // Each parsed only when there is something to parse (most requests have neither).
-        query = queryString.isEmpty ? [:] : URLEncoding.parseForm(Substring(queryString))
-        var cookieValues: [String] = []
-        var type = ""
-        for pair in wire.headers {
-            if RawResponse.equalsIgnoringCase(pair.name, "cookie") {
-                cookieValues.append(pair.value)
-            } else if type.isEmpty, RawResponse.equalsIgnoringCase(pair.name, "content-type") {
-                type = pair.value.lowercased()
-            }
-        }
-        cookies = cookieValues.isEmpty ? [:] : CookieHeader.parse(cookieValues)
-        self.body = body
-        form = type.hasPrefix("application/x-www-form-urlencoded")
-            ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
-        switch (wire.versionMajor, wire.versionMinor) {
-        case (1, 1): version = "1.1"
-        case (1, 0): version = "1.0"
-        default: version = "\(wire.versionMajor).\(wire.versionMinor)"
-        }
-        self.connection = connection
-        self.reactorId = reactorId
+        storage = Storage(wire: wire, body: body, connection: connection, reactorId: reactorId)
     }
 
-    private var builtHead: HTTPRequest {
-        if let built = built.load() { return built.head }
-        var fields = HTTPFields()
-        var host: String?
-        for pair in wire.headers {
-            // NIO's parser only passes valid tokens as names; a name that still does not
-            // pass swift-http-types' check is dropped rather than failing the request.
-            // swift-http-types carries Host as the request's authority, not as a field.
-            if RawResponse.equalsIgnoringCase(pair.name, "host") { host = pair.value; continue }
-            guard let name = HTTPField.Name(pair.name) else { continue }
-            fields.append(HTTPField(name: name, value: pair.value))
-        }
-        let head = HTTPRequest(method: wireMethod, scheme: nil, authority: host, path: wire.target, headerFields: fields)
-        return built.storeIfNilThenLoad(BuiltHead(head)).head
+    /// The storage, made this request's own before a change.
+    private mutating func unique() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) { storage = Storage(copying: storage) }
+        return storage
     }
 }
 

@@ -16,15 +16,16 @@ enum RawResponse {
     /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
     /// to the body's (replacing the handler's, and placed last), Server and Date added when
     /// the handler set none, Connection set when closing or for HTTP/1.0.
-    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, request: HTTPRequestHead,
+    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, isHead: Bool,
+                       version: HTTPVersion, keepAlive: Bool,
                        allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
         let status = HTTPResponseStatus(statusCode: code)
         if case .custom = status { return nil }
-        guard status.mayHaveResponseBody, code >= 200, request.method != .HEAD else { return nil }
-        let http10 = request.version.major == 1 && request.version.minor == 0
-        guard http10 || (request.version.major == 1 && request.version.minor == 1) else { return nil }
+        guard status.mayHaveResponseBody, code >= 200, !isHead else { return nil }
+        let http10 = version.major == 1 && version.minor == 0
+        guard http10 || (version.major == 1 && version.minor == 1) else { return nil }
 
-        var close = !request.isKeepAlive
+        var close = !keepAlive
         var hasServer = false, hasDate = false, sawConnection = false
         // One pass for the checks and the sizes (the Connection fields' apart: they are left
         // out when the master sets its own), one to write.

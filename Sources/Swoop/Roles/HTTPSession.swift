@@ -6,9 +6,9 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
 
-/// The master's side of one HTTP connection, in its reactor thread. NIOHTTP1 parses the
-/// requests (llhttp); this handler gathers each request whole, hands it to a worker, and
-/// writes the worker's answer back: the common response as bytes of its own
+/// The master's side of one HTTP connection, in its reactor thread. It parses the requests
+/// from the bytes read (``HTTPRequestParser``, llhttp), gathers each request whole, hands it
+/// to a worker, and writes the worker's answer back: the common response as bytes of its own
 /// (`RawResponse`), past NIO's encoder, and the others through that encoder.
 ///
 /// It takes one request at a time, which keeps responses in request order whichever
@@ -19,8 +19,12 @@ import NIOHTTPCompression
 /// the read, which in process mode is every request (two `epoll_ctl` calls each), and
 /// each response had to pass it, and the encoder, as NIO parts, cast back from `NIOAny` at
 /// every handler. Together that was over a quarter of the master's instructions per request.
+///
+/// Touched on its reactor's loop only, and no access to its state calls anything that
+/// touches the same property: the run-time exclusivity checks are off (see ``EpollSocket``).
 final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -28,53 +32,57 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         /// Waiting for a request head; the header timeout runs.
         case idle
         /// Gathering a request's body; the body timeout runs.
-        case reading(HTTPRequestHead, body: ByteBuffer)
+        case reading(ParsedRequestHead, body: ByteBuffer)
         /// The request is with a worker and nothing of its response came yet; the response
         /// timeout runs.
-        case waiting(HTTPRequestHead)
+        case waiting(ParsedRequestHead)
         /// The response's head is written and body parts follow; `close` once it ends.
-        case responding(HTTPRequestHead, close: Bool)
+        case responding(ParsedRequestHead, close: Bool)
         /// The connection is being closed: everything that still arrives is dropped.
         case closing
     }
 
     private unowned let connection: ClientConnection
     private let settings: ProtocolSettings
-    private var state = State.idle
-    private var context: ChannelHandlerContext?
+    @exclusivity(unchecked) private var state = State.idle
+    private let parser = HTTPRequestParser()
+    @exclusivity(unchecked) private var context: ChannelHandlerContext?
+    /// Where responses are written from: this handler's place, or with compression on the
+    /// place past the compressor (see `install`), so that they pass it.
+    @exclusivity(unchecked) private var responses: ChannelHandlerContext?
     /// The number of the request now in hand; answers for another one are late and dropped.
-    private var sequence: UInt32 = 0
+    @exclusivity(unchecked) private var sequence: UInt32 = 0
     /// The one timeout running (head, body, response, keep-alive): checked by the reactor's
     /// sweep rather than scheduled on the loop, because arming and cancelling a scheduled
     /// task for every request cost more than the rest of the request's handling.
-    private(set) var timer: (deadline: NIODeadline, body: (HTTPSession) -> Void)?
+    @exclusivity(unchecked) private(set) var timer: (deadline: NIODeadline, body: (HTTPSession) -> Void)?
     /// A file region is being sent. NIO counts its bytes as pending output, so the
     /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
-    private(set) var sendingFile = false
+    @exclusivity(unchecked) private(set) var sendingFile = false
     /// Request heads received, to tell whether a new request began meanwhile.
-    private var headsSeen = 0
+    @exclusivity(unchecked) private var headsSeen = 0
     /// What arrived while a response was pending (pipelining), taken in order once it ends.
-    private var held = CircularBuffer<Held>()
+    @exclusivity(unchecked) private var held = CircularBuffer<Held>()
     private enum Held {
-        case part(HTTPServerRequestPart)
+        case part(HTTPRequestEvent)
         case inputClosed
-        case parseError(Error)
+        case parseError(HTTPParseError)
     }
     /// The channel asked for a read while requests were held: it is passed on once they are taken.
-    private var readWithheld = false
+    @exclusivity(unchecked) private var readWithheld = false
     /// `takeHeld` is running (a request it hands on may be answered at once, in base mode).
-    private var takingHeld = false
+    @exclusivity(unchecked) private var takingHeld = false
     /// The client will send nothing more: close once the response in hand has ended.
-    private var inputClosed = false
+    @exclusivity(unchecked) private var inputClosed = false
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
-    var heldBy: ObjectIdentifier?
+    @exclusivity(unchecked) var heldBy: ObjectIdentifier?
 
     /// NIO's response encoder's place: writing from it puts bytes past the encoder (and
     /// the compressor), straight to the socket.
-    private var wire: ChannelHandlerContext?
+    @exclusivity(unchecked) private var wire: ChannelHandlerContext?
     /// Responses may be written as `RawResponse` bytes: not when they may be compressed
     /// (the compressor pairs each response it sees with a request, so it must see them all).
-    private var rawResponses = false
+    @exclusivity(unchecked) private var rawResponses = false
 
     /// Where static files come from, when this listener serves them.
     private let staticFiles: StaticFileSettings?
@@ -89,32 +97,42 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// Adds an HTTP connection's handlers, up to and including its session (the connection's
-    /// transport goes after): NIO's response encoder and request parser (llhttp), then the
-    /// compressor when enabled.
+    /// Adds an HTTP connection's handlers (the connection's transport goes after): NIO's
+    /// response encoder, the session, and with compression on NIO's compressor.
     ///
-    /// The parser is not paired with the encoder (as `configureHTTPServerPipeline` pairs
-    /// them, so that the encoder can leave out the body of a response to HEAD): most
-    /// responses never pass the encoder, and the session leaves out those bodies itself.
+    /// The compressor pairs each response with the Accept-Encoding of the request it answers,
+    /// in order, from the request heads that pass it inbound: the session passes it each head
+    /// it parses, and writes its responses from past it (a sink after it drops the heads), so
+    /// that every response passes it and none goes past the encoder. NIO's encoder is not
+    /// told which request a response answers (as `configureHTTPServerPipeline` tells it, so
+    /// that it can leave out the body of a response to HEAD): most responses never pass the
+    /// encoder, and the session leaves out those bodies itself.
     @discardableResult
     static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
                         transport: ChannelTransport, framing: ProtocolSettings) throws -> HTTPSession {
         let encoder = HTTPResponseEncoder()
         try pipeline.addHandler(encoder)
-        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
         let session = HTTPSession(connection: connection, settings: framing)
+        try pipeline.addHandler(session)
+        session.responses = session.context
         if framing.httpCompression {
-            // The compressor pairs each response with the Accept-Encoding of the request it
-            // answers, in order: every response passes it, none goes past the encoder.
             try pipeline.addHandler(HTTPResponseCompressor(
                 responseCompressionPredicate: compressionPredicate(minLength: framing.httpCompressionMinLength)))
+            let sink = RequestHeadSink()
+            try pipeline.addHandler(sink)
+            session.responses = try pipeline.context(handler: sink)
         }
         session.rawResponses = !framing.httpCompression
         session.wire = try pipeline.context(handler: encoder)
         transport.output = session.wire
         connection.http = session
-        try pipeline.addHandler(session)
         return session
+    }
+
+    /// Drops the request heads the session passes the compressor (see `install`).
+    private final class RequestHeadSink: ChannelInboundHandler, Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -136,6 +154,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         timer = nil
         held.removeAll()
         self.context = nil
+        responses = nil
         wire = nil
     }
 
@@ -172,10 +191,25 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         connection.touched()
-        let part = unwrapInboundIn(data)
         if case .closing = state { return }
-        if !held.isEmpty || responsePending { return held.append(.part(part)) }
-        take(part, context: context)
+        do {
+            try parser.feed(unwrapInboundIn(data)) { arrived($0, context: context) }
+        } catch let error as HTTPParseError {
+            if !held.isEmpty || responsePending { return held.append(.parseError(error)) }
+            badRequest(error)
+        } catch {
+            closeNow(reason: "\(error)")
+        }
+    }
+
+    private func arrived(_ event: HTTPRequestEvent, context: ChannelHandlerContext) {
+        if case .closing = state { return }
+        if settings.httpCompression, case .head(let head) = event {
+            // The compressor learns each request's Accept-Encoding, in order (see `install`).
+            context.fireChannelRead(wrapInboundOut(.head(head.nioHead)))
+        }
+        if !held.isEmpty || responsePending { return held.append(.part(event)) }
+        take(event, context: context)
     }
 
     /// A response is being waited for or written: what arrives now belongs to a later request.
@@ -186,28 +220,28 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// A request that NIO's parser cannot parse gets a 400, once the responses before it
-    /// are out (none can be sent once one has begun), and the connection closes;
-    /// `ClientConnection` logs it and closes.
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
-        if !held.isEmpty || responsePending { return held.append(.parseError(error)) }
-        badRequest(error)
-    }
-
-    private func badRequest(_ error: Error) {
+    /// Bytes that are not a request get a 400 (431 for a head too long), once the responses
+    /// before it are out (none can be sent once one has begun), and the connection closes.
+    private func badRequest(_ error: HTTPParseError) {
         guard let context else { return }
-        if case .closing = state {} else {
-            state = .closing
-            timer = nil
-            // Past the compressor, which has no request to pair it with.
-            wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: HTTPSession.badRequestBytes)), promise: nil)
-        }
-        context.fireErrorCaught(error)
+        if case .closing = state { return }
+        state = .closing
+        timer = nil
+        let stats = connection.reactor.core.stats
+        stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        connection.reactor.core.logger.info(
+            "connection \(connection.id) from \(connection.remoteIP):\(connection.remotePort): malformed HTTP request (\(error)); closing it")
+        let answer = error.headTooLarge ? HTTPSession.headTooLargeBytes : HTTPSession.badRequestBytes
+        let sent = context.eventLoop.makePromise(of: Void.self)
+        // Past the compressor, which has no request to pair it with.
+        wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: answer)), promise: sent)
+        sent.futureResult.whenComplete { [self] _ in lingeringClose() }
     }
 
     /// NIO's error handler's answer, byte for byte.
     static let badRequestBytes: StaticString = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    static let headTooLargeBytes: StaticString =
+        "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
     /// Takes what was held while the response just ended was pending, up to the next request
     /// that needs a worker (or until the connection closes), then lets reading go on.
@@ -229,29 +263,22 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func take(_ part: HTTPRequestEvent, context: ChannelHandlerContext) {
         switch (part, state) {
         case (.head(let head), .idle):
             timer = nil
             headsSeen &+= 1
-            let headerBytes = head.headers.reduce(head.uri.utf8.count) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-            if headerBytes > HTTPSession.maxHeaderBytes {
-                reject(.requestHeaderFieldsTooLarge, head,
-                       reason: "request head of \(headerBytes) bytes exceeds \(HTTPSession.maxHeaderBytes)")
-                return
-            }
             let max = settings.packageMaxLength
-            if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > max {
+            if let length = head.contentLength, length > UInt64(max) {
                 reject(.payloadTooLarge, head, reason: "request body of \(length) bytes exceeds packageMaxLength (\(max))")
                 return
             }
-            if !(head.version < .http1_1), head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+            if !(head.version < .http1_1), head.expectsContinue {
                 // The client waits for this before it sends the body; the length was checked
-                // above. Written past the compressor, which would take it for the response
-                // and pair the real one with the next request. (An HTTP/1.0 client gets no
-                // 1xx, RFC 9110 §15.2; it sends its body without waiting long.)
-                let interim = (try? context.pipeline.syncOperations.context(handlerType: HTTPResponseCompressor.self)) ?? context
-                interim.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
+                // above. Written from here, past the compressor, which would take it for the
+                // response and pair the real one with the next request. (An HTTP/1.0 client
+                // gets no 1xx, RFC 9110 §15.2; it sends its body without waiting long.)
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
                                       promise: nil)
             }
             state = .reading(head, body: context.channel.allocator.buffer(capacity: 0))
@@ -295,9 +322,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// hop, and the method returns true ("handled"); false ("not mine") sends it on to a
     /// worker. Offered once the request is read whole, so that its body (if any) is consumed
     /// and pipelined responses stay in order.
-    private func offerToStaticHandler(_ head: HTTPRequestHead) -> Bool {
-        guard let staticFiles, let context,
-              let answer = StaticFiles.prepare(head, settings: staticFiles, now: Date()) else { return false }
+    private func offerToStaticHandler(_ head: ParsedRequestHead) -> Bool {
+        guard let staticFiles, let context, let responses,
+              let answer = StaticFiles.prepare(head.nioHead, settings: staticFiles, now: Date()) else { return false }
         let close = !head.isKeepAlive || inputClosed
         var extra = HTTPHeaders([("Date", HTTPDate.now()), ("Server", HTTPDate.serverName)])
         if close {
@@ -318,7 +345,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             awaitNextRequest()
         }
         StaticFiles.write(answer.response, file: answer.file, version: head.version, extraHeaders: extra,
-                          context: context, promise: done)
+                          context: responses, promise: done)
         if !close { takeHeld() }
         return true
     }
@@ -341,14 +368,15 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// A worker's response head, with the body so far (the whole body when `end`).
     func response(sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
+        guard sequence == self.sequence, case .waiting(let request) = state, let context = responses else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
         timer = nil
         // RawResponse checks the fields itself (and declines invalid ones).
         if end, rawResponses,
-           let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, request: request,
+           let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, isHead: request.isHead,
+                                                   version: request.version, keepAlive: request.isKeepAlive,
                                                    allocator: context.channel.allocator) {
             // A response that fits a socket buffer leaves at once: the wait for the next
             // request starts now, without a promise to learn when it was written.
@@ -363,7 +391,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         let noBody = status.code == 204 || status.code == 304
         // Framing is the master's: a whole body has a length, a stream is chunked by the encoder.
         fields.remove(name: "Transfer-Encoding")
-        if end && !noBody && !(request.method == .HEAD && fields.contains(name: "Content-Length")) {
+        if end && !noBody && !(request.isHead && fields.contains(name: "Content-Length")) {
             fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         }
         if !end && !fields.contains(name: "Content-Length") && request.version < .http1_1 {
@@ -371,7 +399,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             close = true
         }
         if noBody { fields.remove(name: "Content-Length") }
-        if !end && request.method == .HEAD {
+        if !end && request.isHead {
             // No body goes out, and its length is not known: the connection ends with it.
             close = true
         }
@@ -388,11 +416,11 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// More of a worker's response body; `end`: its last part.
     func responseBody(sequence: UInt32, data: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .responding(let request, let close) = state, let context else { return }
+        guard sequence == self.sequence, case .responding(let request, let close) = state, let context = responses else { return }
         // The encoder is not told which request a response answers: the session leaves out
         // the body of a response to HEAD, and its end (the head of a stream to HEAD says
         // chunked, and the encoder would write the last chunk; the connection closes instead).
-        if request.method == .HEAD {
+        if request.isHead {
             if end { finish(close: true, last: .nothing) }
             return
         }
@@ -405,7 +433,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// crosses the IPC socket nor counts against `bufferOutputSize`.
     func sendfile(sequence: UInt32, status: Int, headers: [HTTPWirePair], path: String,
                   identity: (device: UInt64, inode: UInt64), offset: UInt64, length: UInt64) {
-        guard sequence == self.sequence, case .waiting(let request) = state, let context else { return }
+        guard sequence == self.sequence, case .waiting(let request) = state, let context = responses else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
@@ -414,7 +442,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
         timer = nil
         var file: NIOFileHandle?
-        if request.method != .HEAD && length > 0 {
+        if !request.isHead && length > 0 {
             // The file the worker looked at, still long enough; a file replaced or cut short
             // since cannot give the length the worker promised.
             guard let fd = try? Syscall.open(path, O_RDONLY) else {
@@ -468,11 +496,6 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// The longest request head (target and header lines) taken, as nginx's default
-    /// `large_client_header_buffers` allows; it also keeps a request within the IPC frame
-    /// limit, which leaves this much room beside a body of `packageMaxLength`.
-    static let maxHeaderBytes = 32 * 1024
-
     /// The header that keeps the compressor off a response; never sent.
     static let uncompressedMarker = "x-swoop-uncompressed"
 
@@ -495,7 +518,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// Answers the request in hand from the master with a short text (500, 503, 504).
-    private func answer(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, why: String? = nil) {
+    private func answer(_ status: HTTPResponseStatus, _ request: ParsedRequestHead, why: String? = nil) {
         if let why { connection.reactor.core.logger.warning("connection \(connection.id): \(why); answering \(status.code)") }
         respondLocally(status, headers: HTTPHeaders([("Content-Type", "text/plain")]),
                        body: ByteBuffer(string: "\(status.code) \(status.reasonPhrase)\n"), to: request)
@@ -503,8 +526,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Writes a whole response made in the reactor (no worker involved) to `request`, the
     /// request in hand, and goes on to the next request, or closes when the request asked so.
-    func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: HTTPRequestHead) {
-        guard let context else { return }
+    func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: ParsedRequestHead) {
+        guard let context = responses else { return }
         timer = nil
         var fields = headers
         fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
@@ -516,8 +539,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// Refuses a request before it was read whole: answers and closes, as the rest of its
     /// body cannot be told apart from the next request.
-    private func reject(_ status: HTTPResponseStatus, _ request: HTTPRequestHead, reason: String) {
-        guard let context else { return }
+    private func reject(_ status: HTTPResponseStatus, _ request: ParsedRequestHead, reason: String) {
+        guard let context = responses else { return }
         timer = nil
         connection.reactor.core.logger.info("connection \(connection.id): \(reason); answering \(status.code) and closing")
         let text = "\(status.code) \(status.reasonPhrase)\n"
@@ -531,8 +554,8 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// Writes a part of a response's body through the encoder; none for a response to HEAD.
     /// (The encoder is not told which request a response answers, see `install`, so the
     /// session leaves those bodies out: this is the one place that writes body bytes.)
-    private func writeBody(_ data: ByteBuffer, for request: HTTPRequestHead) {
-        guard data.readableBytes > 0, request.method != .HEAD, let context else { return }
+    private func writeBody(_ data: ByteBuffer, for request: ParsedRequestHead) {
+        guard data.readableBytes > 0, !request.isHead, let context = responses else { return }
         context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil)
     }
 
@@ -547,7 +570,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// Ends the response in hand; the connection then takes the next request (held ones
     /// first) or closes.
     private func finish(close: Bool, last: LastWrite = .end, leavesAtOnce: Bool = false) {
-        guard let context else { return }
+        guard let context = responses else { return }
         let closing = close || inputClosed
         state = closing ? .closing : .idle
         let flushed = leavesAtOnce && !closing ? nil : context.eventLoop.makePromise(of: Void.self)
@@ -595,7 +618,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     /// The head sent for `request`: its version, Swoop's Server and Date headers (unless the
     /// handler set them), and the connection header that the version needs.
-    private func responseHead(_ status: HTTPResponseStatus, _ fields: HTTPHeaders, for request: HTTPRequestHead,
+    private func responseHead(_ status: HTTPResponseStatus, _ fields: HTTPHeaders, for request: ParsedRequestHead,
                               close: Bool) -> HTTPResponseHead {
         var fields = fields
         if !fields.contains(name: "Server") { fields.add(name: "Server", value: HTTPDate.serverName) }

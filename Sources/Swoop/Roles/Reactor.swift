@@ -282,14 +282,11 @@ final class Reactor: @unchecked Sendable {
     }
 
     /// Hands a whole HTTP request to a worker chosen by the dispatch mode.
-    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: HTTPRequestHead, body: ByteBuffer) {
+    func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: ParsedRequestHead, body: ByteBuffer) {
         core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
         let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
                               sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: body)
-        let wire = HTTPWireHead(method: head.method.rawValue, target: head.uri,
-                                versionMajor: head.version.major, versionMinor: head.version.minor,
-                                headers: head.headers.map { HTTPWirePair(name: $0.name, value: $0.value) })
-        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: wire, body: body),
+        let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: head.wire, body: body),
                           toSlot: slot, connection: connection.id, isRequest: true)
         connection.http?.heldBy = holder.map(ObjectIdentifier.init)
     }
@@ -636,11 +633,7 @@ final class ClientConnection: @unchecked Sendable {
 
     /// Logs why the connection fails and closes it.
     func failed(_ error: Error) {
-        if error is HTTPParserError {
-            // HTTPSession has already answered 400 (or a response to this request had begun).
-            reactor.core.logger.info("connection \(id) from \(remoteIP):\(remotePort): malformed HTTP request (\(error)); closing it")
-            reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
-        } else if let framing = error as? FramingError {
+        if let framing = error as? FramingError {
             reactor.core.logger.warning("connection \(id) from \(remoteIP):\(remotePort): \(framing); closing it")
             reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
         } else if let io = error as? IOError, [ECONNRESET, EPIPE].contains(io.errnoCode) {

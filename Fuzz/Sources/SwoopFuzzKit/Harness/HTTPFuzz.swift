@@ -2,8 +2,8 @@
 //
 // The untrusted bytes of one client connection, cut into arbitrary reads, go through the
 // very pipeline `Master.adopt` builds for an HTTP listener, on an `EmbeddedChannel`: NIO's
-// parser (llhttp), its pipelining and error handlers, optionally the response compressor, then
-// Swoop's `HTTPSession` (request assembly, limits, timeouts, static files) and
+// response encoder, Swoop's `HTTPSession` (its llhttp parser, request assembly, limits,
+// timeouts, static files), optionally NIO's response compressor, and
 // `ClientConnection` with its `ChannelTransport`, owned by a real `Reactor` of a real `MasterCore`. The worker end of the
 // IPC link is another `EmbeddedChannel`: every frame the reactor sends is decoded with
 // `IPCCodec`, turned into the worker's `Request` (query, cookies, form), and answered in one of
@@ -11,7 +11,7 @@
 // the 504 timeout fires), which lets pipelined requests through.
 //
 // Invariants: a request reaches the worker with a body within `packageMaxLength` and a head
-// within `HTTPSession.maxHeaderBytes`; its frame survives an IPC round trip; a static file
+// within `HTTPRequestParser.maxHeadBytes`; its frame survives an IPC round trip; a static file
 // sent lies inside the document root; when the connection is gone the reactor no longer
 // holds it; NIO's handlers never see a protocol violation from ours (they would trap).
 
@@ -232,7 +232,7 @@ public enum HTTPFuzz {
                         let headBytes = head.headers.reduce(head.target.utf8.count) {
                             $0 + $1.name.utf8.count + $1.value.utf8.count + 4
                         }
-                        fuzzCheck(headBytes <= HTTPSession.maxHeaderBytes, "a head of \(headBytes) bytes was passed on")
+                        fuzzCheck(headBytes <= HTTPRequestParser.maxHeadBytes, "a head of \(headBytes) bytes was passed on")
                         parse(head, body: body)
                         requests.append(id)
                         pending.append((sequence, head.method))
