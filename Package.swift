@@ -27,6 +27,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                // Also for the C modules they bring: llhttp (CNIOLLHTTP), which HTTPRequestParser
+                // drives, and zlib (CNIOExtrasZlib), which ResponseCompressor drives.
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPCompression", package: "swift-nio-extras"),

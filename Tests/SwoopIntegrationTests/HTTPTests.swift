@@ -425,12 +425,12 @@ class HTTPTests: SwoopTestCase {
         assertMasterAndManagerUnchanged(server)
     }
 
-    /// Common responses are encoded by Swoop (RawResponse) rather than NIO's encoder; with
-    /// compression on, every response takes NIO's path. Both must put the same bytes on the
-    /// wire (the Date's value aside).
-    func testResponsesEncodedBySwoopMatchNIOsEncoding() throws {
+    /// Common responses are encoded whole (RawResponse); with compression on, every response
+    /// takes the general path (ResponseEncoder, whose bytes are NIO's encoder's: see
+    /// ResponseEncoderTests). Both must put the same bytes on the wire (the Date's value aside).
+    func testWholeResponsesMatchTheGeneralEncoding() throws {
         let fast = try startHTTP(["--worker-num", "1"])
-        let nio = try startHTTP(["--worker-num", "1", "--http-compression"])
+        let general = try startHTTP(["--worker-num", "1", "--http-compression"])
         let requests: [String] = [
             RawHTTPClient.request("GET", "/"),
             RawHTTPClient.request("GET", "/status?code=201"),
@@ -454,9 +454,9 @@ class HTTPTests: SwoopTestCase {
         }
         for request in requests {
             let (fastLines, fastBody) = try exchange(fast, request)
-            let (nioLines, nioBody) = try exchange(nio, request)
-            XCTAssertEqual(fastLines, nioLines, "head for \(request.debugDescription)")
-            XCTAssertEqual(fastBody, nioBody, "body for \(request.debugDescription)")
+            let (generalLines, generalBody) = try exchange(general, request)
+            XCTAssertEqual(fastLines, generalLines, "head for \(request.debugDescription)")
+            XCTAssertEqual(fastBody, generalBody, "body for \(request.debugDescription)")
             XCTAssertTrue(fastLines.contains("Date: <now>"), "a Date header: \(fastLines)")
         }
     }

@@ -22,6 +22,8 @@ final class EpollSocketTests: XCTestCase {
         }
         func socketReadDone() { reads.withLockedValue { $0 += 1 } }
         func socketClosed(_ error: Error?) { closed.succeed(error.map { "\($0)" } ?? "eof") }
+        let inputClosed = NIOLockedValueBox(false)
+        func socketInputClosed() { inputClosed.withLockedValue { $0 = true } }
     }
 
     private var loop: EpollLoop!
@@ -74,6 +76,110 @@ final class EpollSocketTests: XCTestCase {
         XCTAssertTrue(sent.withLockedValue { $0 }, "whenSent did not run once everything was written")
         close(theirs)
         XCTAssertEqual(try recorder.closed.futureResult.wait(), "eof")
+    }
+
+    /// Reads what the peer gets until it has `count` bytes or the socket ends.
+    private func readAll(_ fd: CInt, count: Int) -> [UInt8] {
+        var got: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while got.count < count {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            got += chunk[0..<n]
+        }
+        return got
+    }
+
+    private func start(_ fd: CInt, _ recorder: Recorder, allowsHalfClosure: Bool = false) throws -> EpollSocket {
+        let loop = self.loop!
+        return try loop.submit {
+            let link = EpollSocket(fd: fd, loop: loop, delegate: recorder, allowsHalfClosure: allowsHalfClosure)
+            try link.start()
+            return link
+        }.wait()
+    }
+
+    /// A file of `count` bytes of a known pattern, open for reading.
+    private func file(_ count: Int) throws -> (fd: CInt, bytes: [UInt8], path: String) {
+        let path = NSTemporaryDirectory() + "swoop-sendfile-\(getpid())-\(count).bin"
+        let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        return (try Syscall.open(path, O_RDONLY), bytes, path)
+    }
+
+    func testAFileRangeGoesOutBetweenBytesInOrder() throws {
+        let (ours, theirs) = try socketPair()
+        let recorder = Recorder(closed: loop.makePromise())
+        let link = try start(ours, recorder)
+        let (fd, bytes, path) = try file(3 << 20)
+        defer { unlink(path) }
+        try loop.submit {
+            link.enqueue(ByteBuffer(string: "head"))
+            link.enqueue(file: fd, offset: 1000, end: bytes.count - 1000)
+            link.enqueue(ByteBuffer(string: "tail"))
+            link.flush()
+        }.wait()
+        let expected = Array("head".utf8) + bytes[1000..<(bytes.count - 1000)] + Array("tail".utf8)
+        let got = readAll(theirs, count: expected.count)
+        XCTAssertEqual(got.count, expected.count)
+        XCTAssertTrue(got == expected, "the file's bytes came out of order or changed")
+        XCTAssertEqual(try loop.submit { link.unsentBytes }.wait(), 0, "a file's bytes are not counted as held in memory")
+        close(theirs)
+        XCTAssertEqual(try recorder.closed.futureResult.wait(), "eof")
+    }
+
+    func testAFileCutShortClosesTheSocket() throws {
+        let (ours, theirs) = try socketPair()
+        defer { close(theirs) }
+        let recorder = Recorder(closed: loop.makePromise())
+        let link = try start(ours, recorder)
+        let (fd, bytes, path) = try file(100_000)
+        defer { unlink(path) }
+        // The range promised runs past the end of the file, as when it was truncated after
+        // the length was sent.
+        try loop.submit {
+            link.enqueue(file: fd, offset: 0, end: 200_000)
+            link.flush()
+        }.wait()
+        let got = readAll(theirs, count: 200_000)
+        XCTAssertEqual(got.count, bytes.count, "what the file had, then the end")
+        XCTAssertEqual(try recorder.closed.futureResult.wait(), "\(FileTruncatedError())")
+    }
+
+    func testThePeersHalfCloseIsReportedAndWritingGoesOn() throws {
+        let (ours, theirs) = try socketPair()
+        defer { close(theirs) }
+        let recorder = Recorder(closed: loop.makePromise())
+        let link = try start(ours, recorder, allowsHalfClosure: true)
+        _ = "last request".withCString { write(theirs, $0, 12) }
+        shutdown(theirs, CInt(SHUT_WR))
+        for _ in 0..<200 where !recorder.inputClosed.withLockedValue({ $0 }) { usleep(10_000) }
+        XCTAssertTrue(recorder.inputClosed.withLockedValue { $0 })
+        XCTAssertEqual(String(buffer: recorder.received.withLockedValue { $0 }), "last request", "what came before the FIN")
+        try loop.submit {
+            link.send(ByteBuffer(string: "answer"))
+            link.shutdownOutput()
+        }.wait()
+        XCTAssertEqual(readAll(theirs, count: 100), Array("answer".utf8), "the answer, then the end")
+        try loop.submit { link.close(reset: false) }.wait()
+        XCTAssertEqual(try recorder.closed.futureResult.wait(), "eof")
+    }
+
+    func testReadingPausesAndResumesWithWhatArrivedMeanwhile() throws {
+        let (ours, theirs) = try socketPair()
+        defer { close(theirs) }
+        let recorder = Recorder(closed: loop.makePromise())
+        let link = try start(ours, recorder)
+        try loop.submit { link.stopReading() }.wait()
+        _ = "held".withCString { write(theirs, $0, 4) }
+        usleep(100_000)
+        try loop.submit {}.wait()
+        XCTAssertEqual(recorder.received.withLockedValue { $0.readableBytes }, 0, "nothing is read while paused")
+        try loop.submit { link.resumeReading() }.wait()
+        for _ in 0..<200 where recorder.received.withLockedValue({ $0.readableBytes }) < 4 { usleep(10_000) }
+        XCTAssertEqual(String(buffer: recorder.received.withLockedValue { $0 }), "held")
+        try loop.submit { link.close(reset: false) }.wait()
+        _ = try recorder.closed.futureResult.wait()
     }
 
     func testReadsAreHandedOverAndTheMastersCloseIsReported() throws {

@@ -4,30 +4,22 @@ import Glibc
 import Foundation
 import NIOCore
 import NIOHTTP1
-import NIOHTTPCompression
 
-/// The master's side of one HTTP connection, in its reactor thread. It parses the requests
-/// from the bytes read (``HTTPRequestParser``, llhttp), gathers each request whole, hands it
-/// to a worker, and writes the worker's answer back: the common response as bytes of its own
-/// (`RawResponse`), past NIO's encoder, and the others through that encoder.
+/// One HTTP connection's protocol, above its transport (a NIO channel in the master's
+/// reactor threads, a socket of Swoop's own loop in a base-mode worker): it parses the
+/// requests from the bytes read (``HTTPRequestParser``, llhttp), gathers each request whole,
+/// hands it to a worker, and writes the worker's answer back as bytes: the common response
+/// encoded whole by ``RawResponse``, the others by ``ResponseEncoder``, compressed by
+/// ``ResponseCompressor`` when `httpCompression` is on and the client accepts it.
 ///
 /// It takes one request at a time, which keeps responses in request order whichever
-/// workers answer them: the parts of a pipelined request are held until the response in
-/// hand has ended, and reading pauses while any are held. It does this itself rather than
-/// with NIO's `HTTPServerPipelineHandler` (and its `HTTPServerProtocolErrorHandler`):
-/// that handler paused reading around every request whose answer was not written within
-/// the read, which in process mode is every request (two `epoll_ctl` calls each), and
-/// each response had to pass it, and the encoder, as NIO parts, cast back from `NIOAny` at
-/// every handler. Together that was over a quarter of the master's instructions per request.
+/// workers answer them: what arrives of a pipelined request is held until the response in
+/// hand has ended, and reading pauses while anything is held, so that a client cannot make
+/// the server buffer more than one read's worth of requests.
 ///
-/// Touched on its reactor's loop only, and no access to its state calls anything that
+/// Touched on its connection's loop only, and no access to its state calls anything that
 /// touches the same property: the run-time exclusivity checks are off (see ``EpollSocket``).
-final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
-
+final class HTTPSession: @unchecked Sendable {
     private enum State {
         /// Waiting for a request head; the header timeout runs.
         case idle
@@ -37,28 +29,38 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         /// timeout runs.
         case waiting(ParsedRequestHead)
         /// The response's head is written and body parts follow; `close` once it ends.
-        case responding(ParsedRequestHead, close: Bool)
+        case responding(Stream)
         /// The connection is being closed: everything that still arrives is dropped.
         case closing
     }
 
+    /// A response whose body comes in parts.
+    private final class Stream {
+        let request: ParsedRequestHead
+        let close: Bool
+        /// Its parts are framed as chunks (HTTP/1.1, no Content-Length).
+        let chunked: Bool
+        let compressor: ResponseCompressor?
+
+        init(request: ParsedRequestHead, close: Bool, chunked: Bool, compressor: ResponseCompressor?) {
+            self.request = request
+            self.close = close
+            self.chunked = chunked
+            self.compressor = compressor
+        }
+    }
+
     private unowned let connection: ClientConnection
     private let settings: ProtocolSettings
-    @exclusivity(unchecked) private var state = State.idle
     private let parser = HTTPRequestParser()
-    @exclusivity(unchecked) private var context: ChannelHandlerContext?
-    /// Where responses are written from: this handler's place, or with compression on the
-    /// place past the compressor (see `install`), so that they pass it.
-    @exclusivity(unchecked) private var responses: ChannelHandlerContext?
+    private let allocator = ByteBufferAllocator()
+    @exclusivity(unchecked) private var state = State.idle
     /// The number of the request now in hand; answers for another one are late and dropped.
     @exclusivity(unchecked) private var sequence: UInt32 = 0
     /// The one timeout running (head, body, response, keep-alive): checked by the reactor's
     /// sweep rather than scheduled on the loop, because arming and cancelling a scheduled
     /// task for every request cost more than the rest of the request's handling.
     @exclusivity(unchecked) private(set) var timer: (deadline: NIODeadline, body: (HTTPSession) -> Void)?
-    /// A file region is being sent. NIO counts its bytes as pending output, so the
-    /// `bufferOutputSize` bound (meant for bytes held in memory) does not apply meanwhile.
-    @exclusivity(unchecked) private(set) var sendingFile = false
     /// Request heads received, to tell whether a new request began meanwhile.
     @exclusivity(unchecked) private var headsSeen = 0
     /// What arrived while a response was pending (pipelining), taken in order once it ends.
@@ -68,22 +70,12 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         case inputClosed
         case parseError(HTTPParseError)
     }
-    /// The channel asked for a read while requests were held: it is passed on once they are taken.
-    @exclusivity(unchecked) private var readWithheld = false
     /// `takeHeld` is running (a request it hands on may be answered at once, in base mode).
     @exclusivity(unchecked) private var takingHeld = false
     /// The client will send nothing more: close once the response in hand has ended.
     @exclusivity(unchecked) private var inputClosed = false
     /// The worker (its IPC endpoint) that holds the request in hand; nil while it waits for one.
     @exclusivity(unchecked) var heldBy: ObjectIdentifier?
-
-    /// NIO's response encoder's place: writing from it puts bytes past the encoder (and
-    /// the compressor), straight to the socket.
-    @exclusivity(unchecked) private var wire: ChannelHandlerContext?
-    /// Responses may be written as `RawResponse` bytes: not when they may be compressed
-    /// (the compressor pairs each response it sees with a request, so it must see them all).
-    @exclusivity(unchecked) private var rawResponses = false
-
     /// Where static files come from, when this listener serves them.
     private let staticFiles: StaticFileSettings?
 
@@ -97,84 +89,24 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// Adds an HTTP connection's handlers (the connection's transport goes after): NIO's
-    /// response encoder, the session, and with compression on NIO's compressor.
-    ///
-    /// The compressor pairs each response with the Accept-Encoding of the request it answers,
-    /// in order, from the request heads that pass it inbound: the session passes it each head
-    /// it parses, and writes its responses from past it (a sink after it drops the heads), so
-    /// that every response passes it and none goes past the encoder. NIO's encoder is not
-    /// told which request a response answers (as `configureHTTPServerPipeline` tells it, so
-    /// that it can leave out the body of a response to HEAD): most responses never pass the
-    /// encoder, and the session leaves out those bodies itself.
-    @discardableResult
-    static func install(on pipeline: ChannelPipeline.SynchronousOperations, for connection: ClientConnection,
-                        transport: ChannelTransport, framing: ProtocolSettings) throws -> HTTPSession {
-        let encoder = HTTPResponseEncoder()
-        try pipeline.addHandler(encoder)
-        let session = HTTPSession(connection: connection, settings: framing)
-        try pipeline.addHandler(session)
-        session.responses = session.context
-        if framing.httpCompression {
-            try pipeline.addHandler(HTTPResponseCompressor(
-                responseCompressionPredicate: compressionPredicate(minLength: framing.httpCompressionMinLength)))
-            let sink = RequestHeadSink()
-            try pipeline.addHandler(sink)
-            session.responses = try pipeline.context(handler: sink)
-        }
-        session.rawResponses = !framing.httpCompression
-        session.wire = try pipeline.context(handler: encoder)
-        transport.output = session.wire
-        connection.http = session
-        return session
-    }
+    private var transport: ClientTransport? { connection.transport }
 
-    /// Drops the request heads the session passes the compressor (see `install`).
-    private final class RequestHeadSink: ChannelInboundHandler, Sendable {
-        typealias InboundIn = HTTPServerRequestPart
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
-    }
+    // MARK: The connection's events
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
+    /// The connection is up: the wait for its first request begins.
+    func opened() {
         awaitNextRequest()
-        context.fireChannelActive()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func closed() {
         timer = nil
         state = .closing
-        context.fireChannelInactive()
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        timer = nil
         held.removeAll()
-        self.context = nil
-        responses = nil
-        wire = nil
-    }
-
-    /// Reading pauses while pipelined requests are held, so that a client cannot make the
-    /// master buffer more than one read's worth of them.
-    func read(context: ChannelHandlerContext) {
-        if held.isEmpty {
-            context.read()
-        } else {
-            readWithheld = true
-        }
     }
 
     /// The client shut down its sending side (allowed on HTTP listeners): it still reads, so
     /// the requests it sent are answered, and then the connection closes.
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let event = event as? ChannelEvent, event == .inputClosed else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
+    func clientInputClosed() {
         if !held.isEmpty { return held.append(.inputClosed) }
         inputEnded()
     }
@@ -189,27 +121,29 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
 
     // MARK: Requests
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.touched()
+    /// Bytes read from the client.
+    func received(_ bytes: ByteBuffer) {
         if case .closing = state { return }
         do {
-            try parser.feed(unwrapInboundIn(data)) { arrived($0, context: context) }
+            try parser.feed(bytes) { arrived($0) }
         } catch let error as HTTPParseError {
-            if !held.isEmpty || responsePending { return held.append(.parseError(error)) }
+            if !held.isEmpty || responsePending { return hold(.parseError(error)) }
             badRequest(error)
         } catch {
             closeNow(reason: "\(error)")
         }
     }
 
-    private func arrived(_ event: HTTPRequestEvent, context: ChannelHandlerContext) {
+    private func arrived(_ event: HTTPRequestEvent) {
         if case .closing = state { return }
-        if settings.httpCompression, case .head(let head) = event {
-            // The compressor learns each request's Accept-Encoding, in order (see `install`).
-            context.fireChannelRead(wrapInboundOut(.head(head.nioHead)))
-        }
-        if !held.isEmpty || responsePending { return held.append(.part(event)) }
-        take(event, context: context)
+        if !held.isEmpty || responsePending { return hold(.part(event)) }
+        take(event)
+    }
+
+    /// Holds what arrived while a response is pending; reading pauses until it is taken.
+    private func hold(_ item: Held) {
+        if held.isEmpty { transport?.pauseReading() }
+        held.append(item)
     }
 
     /// A response is being waited for or written: what arrives now belongs to a later request.
@@ -223,19 +157,15 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// Bytes that are not a request get a 400 (431 for a head too long), once the responses
     /// before it are out (none can be sent once one has begun), and the connection closes.
     private func badRequest(_ error: HTTPParseError) {
-        guard let context else { return }
         if case .closing = state { return }
         state = .closing
         timer = nil
-        let stats = connection.reactor.core.stats
-        stats.abortCount.wrappingIncrement(ordering: .relaxed)
+        connection.reactor.core.stats.abortCount.wrappingIncrement(ordering: .relaxed)
         connection.reactor.core.logger.info(
             "connection \(connection.id) from \(connection.remoteIP):\(connection.remotePort): malformed HTTP request (\(error)); closing it")
         let answer = error.headTooLarge ? HTTPSession.headTooLargeBytes : HTTPSession.badRequestBytes
-        let sent = context.eventLoop.makePromise(of: Void.self)
-        // Past the compressor, which has no request to pair it with.
-        wire?.writeAndFlush(NIOAny(context.channel.allocator.buffer(staticString: answer)), promise: sent)
-        sent.futureResult.whenComplete { [self] _ in lingeringClose() }
+        transport?.write(ByteBuffer(staticString: answer), flush: true)
+        transport?.whenWritten { [self] in lingeringClose() }
     }
 
     /// NIO's error handler's answer, byte for byte.
@@ -246,24 +176,21 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// Takes what was held while the response just ended was pending, up to the next request
     /// that needs a worker (or until the connection closes), then lets reading go on.
     private func takeHeld() {
-        guard !takingHeld, let context else { return }
+        guard !takingHeld else { return }
         takingHeld = true
         defer { takingHeld = false }
         while !held.isEmpty && !responsePending {
             if case .closing = state { held.removeAll(); break }
             switch held.removeFirst() {
-            case .part(let part): take(part, context: context)
+            case .part(let part): take(part)
             case .inputClosed: inputEnded()
             case .parseError(let error): badRequest(error)
             }
         }
-        if held.isEmpty && readWithheld {
-            readWithheld = false
-            context.read()
-        }
+        if held.isEmpty { transport?.resumeReading() }
     }
 
-    private func take(_ part: HTTPRequestEvent, context: ChannelHandlerContext) {
+    private func take(_ part: HTTPRequestEvent) {
         switch (part, state) {
         case (.head(let head), .idle):
             timer = nil
@@ -275,13 +202,11 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             }
             if !(head.version < .http1_1), head.expectsContinue {
                 // The client waits for this before it sends the body; the length was checked
-                // above. Written from here, past the compressor, which would take it for the
-                // response and pair the real one with the next request. (An HTTP/1.0 client
-                // gets no 1xx, RFC 9110 §15.2; it sends its body without waiting long.)
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
-                                      promise: nil)
+                // above. (An HTTP/1.0 client gets no 1xx, RFC 9110 §15.2; it sends its body
+                // without waiting long.)
+                transport?.write(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"), flush: true)
             }
-            state = .reading(head, body: context.channel.allocator.buffer(capacity: 0))
+            state = .reading(head, body: ByteBuffer())
             armTimer(settings.httpBodyTimeout) { session in
                 guard case .reading(let head, _) = session.state else { return }
                 session.reject(.requestTimeout, head, reason: "request body not received within httpBodyTimeout")
@@ -294,7 +219,12 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
                        reason: "request body exceeds packageMaxLength (\(settings.packageMaxLength))")
                 return
             }
-            body.writeBuffer(&part)
+            if body.readableBytes == 0 {
+                // The first part as it was read, without a copy (most bodies come in one).
+                body = part
+            } else {
+                body.writeBuffer(&part)
+            }
             state = .reading(head, body: body)
         case (.end, .reading(let head, let body)):
             timer = nil
@@ -321,31 +251,36 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// a request the static handler serves is answered here in the reactor, without a worker
     /// hop, and the method returns true ("handled"); false ("not mine") sends it on to a
     /// worker. Offered once the request is read whole, so that its body (if any) is consumed
-    /// and pipelined responses stay in order.
+    /// and pipelined responses stay in order. Static answers are not compressed.
     private func offerToStaticHandler(_ head: ParsedRequestHead) -> Bool {
-        guard let staticFiles, let context, let responses,
+        guard let staticFiles, let transport,
               let answer = StaticFiles.prepare(head.nioHead, settings: staticFiles, now: Date()) else { return false }
         let close = !head.isKeepAlive || inputClosed
-        var extra = HTTPHeaders([("Date", HTTPDate.now()), ("Server", HTTPDate.serverName)])
+        var fields = answer.response.headers
+        fields.add(contentsOf: [("Date", HTTPDate.now()), ("Server", HTTPDate.serverName)])
         if close {
-            extra.add(name: "Connection", value: "close")
+            fields.add(name: "Connection", value: "close")
         } else if head.version < .http1_1 {
-            extra.add(name: "Connection", value: "keep-alive")
+            fields.add(name: "Connection", value: "keep-alive")
         }
-        // The compressor cannot compress a file region; the marker makes it pass the answer through.
-        if settings.httpCompression { extra.add(name: HTTPSession.uncompressedMarker, value: "1") }
-        sendingFile = answer.file != nil
+        let response = HTTPResponseHead(version: head.version, status: answer.response.status, headers: fields)
+        transport.write(ResponseEncoder.encode(response, allocator: allocator).bytes, flush: false)
+        if let file = answer.file {
+            if let range = answer.response.bodyRange, let fd = try? file.takeDescriptorOwnership() {
+                transport.sendFile(fd, offset: Int(range.lowerBound), end: Int(range.upperBound))
+            } else {
+                try? file.close()
+            }
+        }
+        transport.flush()
         state = close ? .closing : .idle
         let mark = headsSeen
-        let done = context.eventLoop.makePromise(of: Void.self)
-        done.futureResult.whenComplete { [self] _ in
-            sendingFile = false
+        // The wait for the next request starts once the file has left.
+        transport.whenWritten { [self] in
             if close { return lingeringClose() }
             guard case .idle = state, headsSeen == mark else { return }
             awaitNextRequest()
         }
-        StaticFiles.write(answer.response, file: answer.file, version: head.version, extraHeaders: extra,
-                          context: responses, promise: done)
         if !close { takeHeld() }
         return true
     }
@@ -360,27 +295,26 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         !headers.allSatisfy { RawResponse.isToken($0.name) && RawResponse.isFieldValue($0.value) }
     }
 
-    /// Whether a status can end a request. An interim one (1xx) from a handler would leave the
-    /// response open in NIO's handlers, whose preconditions would then stop the master.
+    /// Whether a status can end a request: an interim one (1xx) from a handler is refused.
     static func isFinal(_ status: Int) -> Bool {
         (200...999).contains(status)
     }
 
     /// A worker's response head, with the body so far (the whole body when `end`).
     func response(sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .waiting(let request) = state, let context = responses else { return }
+        guard sequence == self.sequence, case .waiting(let request) = state, let transport else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
         timer = nil
         // RawResponse checks the fields itself (and declines invalid ones).
-        if end, rawResponses,
+        if end, !settings.httpCompression,
            let (bytes, close) = RawResponse.encode(status: status, headers: headers, body: body, isHead: request.isHead,
                                                    version: request.version, keepAlive: request.isKeepAlive,
-                                                   allocator: context.channel.allocator) {
+                                                   allocator: allocator) {
             // A response that fits a socket buffer leaves at once: the wait for the next
-            // request starts now, without a promise to learn when it was written.
-            return finish(close: close, last: .raw(bytes), leavesAtOnce: bytes.readableBytes <= 64 * 1024)
+            // request starts now, without waiting to learn when it was written.
+            return finish(close: close, last: bytes, leavesAtOnce: bytes.readableBytes <= 64 * 1024)
         }
         guard !Self.hasInvalidField(headers) else {
             return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
@@ -389,7 +323,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         let status = HTTPResponseStatus(statusCode: status)
         var close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"
         let noBody = status.code == 204 || status.code == 304
-        // Framing is the master's: a whole body has a length, a stream is chunked by the encoder.
+        // Framing is the server's: a whole body has a length, a stream is chunked.
         fields.remove(name: "Transfer-Encoding")
         if end && !noBody && !(request.isHead && fields.contains(name: "Content-Length")) {
             fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
@@ -403,37 +337,61 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             // No body goes out, and its length is not known: the connection ends with it.
             close = true
         }
+        var body = body
+        var compressor: ResponseCompressor?
+        if settings.httpCompression, !request.isHead, !noBody,
+           ResponseCompressor.applies(to: fields, status: status, minLength: settings.httpCompressionMinLength),
+           let algorithm = ResponseCompressor.algorithm(accepting: request.wire.headers.compactMap {
+               RawResponse.equalsIgnoringCase($0.name, "accept-encoding") ? $0.value : nil
+           }) {
+            let coder = ResponseCompressor(algorithm)
+            fields.replaceOrAdd(name: "Content-Encoding", value: algorithm.rawValue)
+            if end {
+                body = coder.compress(body, last: true, allocator: allocator)
+                fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+            } else {
+                fields.remove(name: "Content-Length")
+                compressor = coder
+            }
+        }
         let head = responseHead(status, fields, for: request, close: close)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if !noBody { writeBody(body, for: request) }
+        let (headBytes, chunked) = ResponseEncoder.encode(head, allocator: allocator)
+        transport.write(headBytes, flush: false)
+        let stream = Stream(request: request, close: close, chunked: chunked, compressor: compressor)
+        if !noBody {
+            writeBody(compressor.map { $0.compress(body, last: false, allocator: allocator) } ?? body, in: stream)
+        }
         if end {
-            finish(close: close)
+            finish(close: close, last: chunked && !request.isHead ? ResponseEncoder.lastChunk : nil)
         } else {
-            state = .responding(request, close: close)
-            context.flush()
+            state = .responding(stream)
+            transport.flush()
         }
     }
 
     /// More of a worker's response body; `end`: its last part.
     func responseBody(sequence: UInt32, data: ByteBuffer, end: Bool) {
-        guard sequence == self.sequence, case .responding(let request, let close) = state, let context = responses else { return }
-        // The encoder is not told which request a response answers: the session leaves out
-        // the body of a response to HEAD, and its end (the head of a stream to HEAD says
-        // chunked, and the encoder would write the last chunk; the connection closes instead).
-        if request.isHead {
-            if end { finish(close: true, last: .nothing) }
+        guard sequence == self.sequence, case .responding(let stream) = state, let transport else { return }
+        // Nothing of a body goes to HEAD; the connection closes at the end (the head of a
+        // stream to HEAD says chunked, and no last chunk follows).
+        if stream.request.isHead {
+            if end { finish(close: true, last: nil) }
             return
         }
-        writeBody(data, for: request)
-        if end { finish(close: close) } else { context.flush() }
+        writeBody(stream.compressor.map { $0.compress(data, last: end, allocator: allocator) } ?? data, in: stream)
+        if end {
+            finish(close: stream.close, last: stream.chunked ? ResponseEncoder.lastChunk : nil)
+        } else {
+            transport.flush()
+        }
     }
 
-    /// A worker's whole response whose body is a file: sent from here with sendfile (a
-    /// `FileRegion`), a socket buffer at a time as the client reads, so a large file neither
-    /// crosses the IPC socket nor counts against `bufferOutputSize`.
+    /// A worker's whole response whose body is a file: sent from here with sendfile, a
+    /// socket buffer at a time as the client reads, so a large file neither crosses the IPC
+    /// socket nor counts against `bufferOutputSize`.
     func sendfile(sequence: UInt32, status: Int, headers: [HTTPWirePair], path: String,
                   identity: (device: UInt64, inode: UInt64), offset: UInt64, length: UInt64) {
-        guard sequence == self.sequence, case .waiting(let request) = state, let context = responses else { return }
+        guard sequence == self.sequence, case .waiting(let request) = state, let transport else { return }
         guard Self.isFinal(status) else {
             return answer(.internalServerError, request, why: "a handler answered with status \(status), which cannot end a response")
         }
@@ -441,7 +399,7 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             return answer(.internalServerError, request, why: "a handler's header field has a character HTTP does not allow")
         }
         timer = nil
-        var file: NIOFileHandle?
+        var file: CInt?
         if !request.isHead && length > 0 {
             // The file the worker looked at, still long enough; a file replaced or cut short
             // since cannot give the length the worker promised.
@@ -454,50 +412,16 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
                 Syscall.close(fd)
                 return answer(.internalServerError, request, why: "sendfile: \(path) changed after the worker checked it")
             }
-            file = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
+            file = fd
         }
         var fields = HTTPHeaders(headers.map { ($0.name, $0.value) })
         fields.replaceOrAdd(name: "Content-Length", value: String(length))
-        // The compressor cannot compress a file region: this marker, which its predicate
-        // removes, makes it pass the response through.
-        if settings.httpCompression { fields.add(name: HTTPSession.uncompressedMarker, value: "1") }
         let close = !request.isKeepAlive || fields.first(name: "connection")?.lowercased() == "close"
         let head = responseHead(HTTPResponseStatus(statusCode: status), fields, for: request, close: close)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let file {
-            let region = FileRegion(fileHandle: file, readerIndex: Int(offset), endIndex: Int(offset + length))
-            let sent = context.eventLoop.makePromise(of: Void.self)
-            sendingFile = true
-            context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: sent)
-            let watchdog = watchForTruncation(file, needing: Int64(offset + length))
-            sent.futureResult.whenComplete { [self] _ in
-                sendingFile = false
-                watchdog.cancel()
-                try? file.close()
-            }
-        }
-        finish(close: close)
+        transport.write(ResponseEncoder.encode(head, allocator: allocator).bytes, flush: false)
+        if let file { transport.sendFile(file, offset: Int(offset), end: Int(offset + length)) }
+        finish(close: close, last: nil)
     }
-
-    /// Closes the connection if the file being sent shrinks below `end`: sendfile then
-    /// returns 0, which NIO takes as "try again when writable", at once, forever.
-    private func watchForTruncation(_ file: NIOFileHandle, needing end: Int64) -> RepeatedTask {
-        let loop = context!.eventLoop
-        let session = NIOLoopBound(self, eventLoop: loop)
-        return loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
-            let size = try? file.withUnsafeFileDescriptor { fd -> Int64 in
-                var info = stat()
-                return fstat(fd, &info) == 0 ? Int64(info.st_size) : Int64.max
-            }
-            if let size, size < end {
-                task.cancel()
-                session.value.closeNow(reason: "a file being sent was truncated")
-            }
-        }
-    }
-
-    /// The header that keeps the compressor off a response; never sent.
-    static let uncompressedMarker = "x-swoop-uncompressed"
 
     /// The worker holding this connection's request died. A request still waiting for its
     /// response gets a 503 and the connection goes on; one whose response had begun cannot
@@ -517,85 +441,64 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
-    /// Answers the request in hand from the master with a short text (500, 503, 504).
+    /// Answers the request in hand from the server with a short text (500, 503, 504).
     private func answer(_ status: HTTPResponseStatus, _ request: ParsedRequestHead, why: String? = nil) {
         if let why { connection.reactor.core.logger.warning("connection \(connection.id): \(why); answering \(status.code)") }
-        respondLocally(status, headers: HTTPHeaders([("Content-Type", "text/plain")]),
-                       body: ByteBuffer(string: "\(status.code) \(status.reasonPhrase)\n"), to: request)
-    }
-
-    /// Writes a whole response made in the reactor (no worker involved) to `request`, the
-    /// request in hand, and goes on to the next request, or closes when the request asked so.
-    func respondLocally(_ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, to request: ParsedRequestHead) {
-        guard let context = responses else { return }
-        timer = nil
-        var fields = headers
-        fields.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
-        let close = !request.isKeepAlive || fields.first(name: "Connection")?.lowercased() == "close"
-        context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: close))), promise: nil)
-        writeBody(body, for: request)
-        finish(close: close)
+        respond(status, to: request, close: false)
     }
 
     /// Refuses a request before it was read whole: answers and closes, as the rest of its
     /// body cannot be told apart from the next request.
     private func reject(_ status: HTTPResponseStatus, _ request: ParsedRequestHead, reason: String) {
-        guard let context = responses else { return }
-        timer = nil
         connection.reactor.core.logger.info("connection \(connection.id): \(reason); answering \(status.code) and closing")
+        respond(status, to: request, close: true)
+    }
+
+    /// Writes a whole short text response made here (no worker involved) to `request`, the
+    /// request in hand, and goes on to the next request, or closes.
+    private func respond(_ status: HTTPResponseStatus, to request: ParsedRequestHead, close: Bool) {
+        guard let transport else { return }
+        timer = nil
         let text = "\(status.code) \(status.reasonPhrase)\n"
-        let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count)),
-                                  ("Connection", "close")])
-        context.write(wrapOutboundOut(.head(responseHead(status, fields, for: request, close: true))), promise: nil)
-        writeBody(context.channel.allocator.buffer(string: text), for: request)
-        finish(close: true)
+        let fields = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(text.utf8.count))])
+        let close = close || !request.isKeepAlive
+        let head = responseHead(status, fields, for: request, close: close)
+        transport.write(ResponseEncoder.encode(head, allocator: allocator).bytes, flush: false)
+        if !request.isHead { transport.write(ByteBuffer(string: text), flush: false) }
+        finish(close: close, last: nil)
     }
 
-    /// Writes a part of a response's body through the encoder; none for a response to HEAD.
-    /// (The encoder is not told which request a response answers, see `install`, so the
-    /// session leaves those bodies out: this is the one place that writes body bytes.)
-    private func writeBody(_ data: ByteBuffer, for request: ParsedRequestHead) {
-        guard data.readableBytes > 0, !request.isHead, let context = responses else { return }
-        context.write(wrapOutboundOut(.body(.byteBuffer(data))), promise: nil)
+    /// Writes a part of a response's body, framed as a chunk when the response is chunked.
+    /// None goes to HEAD: this is the one place that writes body bytes of a stream.
+    private func writeBody(_ data: ByteBuffer, in stream: Stream) {
+        guard data.readableBytes > 0, !stream.request.isHead, let transport else { return }
+        guard stream.chunked else { return transport.write(data, flush: false) }
+        transport.write(ResponseEncoder.chunkStart(data.readableBytes, allocator: allocator), flush: false)
+        transport.write(data, flush: false)
+        transport.write(ResponseEncoder.chunkEnd, flush: false)
     }
 
-    /// What ends a response: NIO's end (through the encoder), a whole response encoded by
-    /// `RawResponse` (past it), or nothing (a stream to HEAD, cut short by the close).
-    private enum LastWrite {
-        case end
-        case raw(ByteBuffer)
-        case nothing
-    }
-
-    /// Ends the response in hand; the connection then takes the next request (held ones
-    /// first) or closes.
-    private func finish(close: Bool, last: LastWrite = .end, leavesAtOnce: Bool = false) {
-        guard let context = responses else { return }
+    /// Ends the response in hand with `last` (its final bytes, if any); the connection then
+    /// takes the next request (held ones first) or closes.
+    private func finish(close: Bool, last: ByteBuffer?, leavesAtOnce: Bool = false) {
+        guard let transport else { return }
         let closing = close || inputClosed
         state = closing ? .closing : .idle
-        let flushed = leavesAtOnce && !closing ? nil : context.eventLoop.makePromise(of: Void.self)
-        switch last {
-        case .end: context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: flushed)
-        case .raw(let bytes):
-            if let wire { wire.writeAndFlush(NIOAny(bytes), promise: flushed) } else { flushed?.succeed(()) }
-        case .nothing:
-            context.flush()
-            flushed?.succeed(())
-        }
+        if let last { transport.write(last, flush: true) } else { transport.flush() }
         if closing {
-            flushed?.futureResult.whenComplete { [self] _ in lingeringClose() }
+            transport.whenWritten { [self] in lingeringClose() }
             return
         }
-        let mark = headsSeen
-        if let flushed {
+        if leavesAtOnce {
+            awaitNextRequest()
+        } else {
             // The wait for the next request starts once this response has left, not when it
             // was queued: a large file to a slow client may take longer than the timeout.
-            flushed.futureResult.whenSuccess { [self] in
+            let mark = headsSeen
+            transport.whenWritten { [self] in
                 guard case .idle = state, headsSeen == mark else { return }
                 awaitNextRequest()
             }
-        } else {
-            awaitNextRequest()
         }
         // A held request's own timeout replaces the wait armed above.
         takeHeld()
@@ -605,9 +508,9 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
     /// the client is still sending (the body of a refused request) would make the kernel
     /// answer its data with a reset, which can destroy the response before the client reads it.
     private func lingeringClose() {
-        guard let context else { return }
+        guard let transport else { return }
         connection.closedByServer = true
-        context.close(mode: .output, promise: nil)
+        transport.closeOutput()
         armTimer(1) { session in session.closeNow(reason: nil) }
     }
 
@@ -629,25 +532,6 @@ final class HTTPSession: ChannelDuplexHandler, @unchecked Sendable {
             fields.replaceOrAdd(name: "Connection", value: "keep-alive")
         }
         return HTTPResponseHead(version: request.version < .http1_1 ? .http1_0 : .http1_1, status: status, headers: fields)
-    }
-
-    /// Which responses the compressor may compress: text of at least `minLength` bytes, or
-    /// streamed text (its length unknown), and nothing the handler encoded itself.
-    static func compressionPredicate(minLength: Int) -> HTTPResponseCompressor.ResponseCompressionPredicate {
-        return { head, supported in
-            if head.headers.contains(name: uncompressedMarker) {
-                head.headers.remove(name: uncompressedMarker)
-                return .doNotCompress
-            }
-            guard supported, !head.headers.contains(name: "Content-Encoding") else { return .doNotCompress }
-            if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length < minLength {
-                return .doNotCompress
-            }
-            let type = head.headers.first(name: "Content-Type")?.lowercased() ?? ""
-            let text = type.hasPrefix("text/") || type.hasPrefix("application/json") || type.contains("javascript")
-                || type.hasPrefix("application/xml") || type.hasPrefix("image/svg+xml") || type.hasSuffix("+json")
-            return text ? .compressIfPossible : .doNotCompress
-        }
     }
 
     /// The wait for the next request's head (also the keep-alive idle time): when it runs

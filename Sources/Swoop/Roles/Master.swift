@@ -6,7 +6,6 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTPCompression
 import NIOPosix
 
 /// The master process: it binds the listeners, starts the manager, runs the acceptor and

@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTPCompression
 import NIOPosix
 
 /// The master's reactor threads and how many connections each holds, so that the
@@ -174,14 +173,16 @@ final class Reactor: @unchecked Sendable {
         let listener = core.listeners[index]
         let framing = listener.protocol ?? core.settings.protocol
         let outputLimit = core.settings.bufferOutputSize
-        if let loop = loop as? EpollLoop, !framing.openHTTPProtocol {
+        if let loop = loop as? EpollLoop {
             try? Syscall.setSocketOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, CInt(listener.type == .tcp ? 1 : 0))
             let peer = Syscall.peerAddress(fd)
             let connection = ClientConnection(id: id, sequence: sequence, listener: index, reactor: self,
                                               remoteIP: peer.ip, remotePort: peer.port, serverPort: serverPort,
                                               framing: framing)
+            // An HTTP client may shut down its sending side after its last request and still
+            // read the responses (HTTPSession closes once they are sent).
             let transport = SocketTransport(fd: fd, loop: loop, connection: connection, outputLimit: outputLimit,
-                                            closed: closed)
+                                            allowsHalfClosure: framing.openHTTPProtocol, closed: closed)
             do {
                 try transport.start()
             } catch {
@@ -471,23 +472,6 @@ extension IPCMessage {
     }
 }
 
-/// How a client connection's bytes move: through a NIO channel (``ChannelTransport``), or
-/// as a socket of Swoop's own loop (``SocketTransport``, a base-mode worker without an HTTP
-/// listener).
-protocol ClientTransport: AnyObject, Sendable {
-    /// Writes bytes to the client; without `flush` they wait for the next `flush`.
-    func write(_ data: ByteBuffer, flush: Bool)
-    func flush()
-    /// Closes the connection; `reset` sends a RST and drops what is unsent.
-    func close(reset: Bool)
-    /// Reads no more from the client; writes go on.
-    func stopReading()
-    /// Bytes written and not yet taken by the socket.
-    var bufferedBytes: Int { get }
-    /// Completes once the connection is closed.
-    var closeFuture: EventLoopFuture<Void> { get }
-}
-
 /// A client connection, owned by one reactor (the master's in process mode, a worker's in
 /// base mode): its framing, its bookkeeping and its events, whatever moves its bytes.
 /// Touched on its reactor's loop only; its hot state skips the run-time exclusivity check
@@ -519,7 +503,7 @@ final class ClientConnection: @unchecked Sendable {
     /// The worker of its packets in mode 4.
     let ipSlot: Int
     /// The HTTP side of the connection, on an HTTP listener.
-    weak var http: HTTPSession?
+    private(set) var http: HTTPSession?
     /// Cuts the stream into packets on a listener with framing; nil when each read is a packet.
     @exclusivity(unchecked) private var packets: PacketReader?
     /// The connection closed or its stream failed to frame: nothing more it sent is handed
@@ -538,7 +522,7 @@ final class ClientConnection: @unchecked Sendable {
         stickySlot = Int(sequence % UInt64(n))
         ipSlot = Self.hash(remoteIP) % n
         if framing.openHTTPProtocol {
-            // HTTPSession frames the requests.
+            http = HTTPSession(connection: self, settings: framing)
         } else if framing.openEOFSplit {
             packets = PacketReader(.eof(EOFFramer(eof: framing.packageEOF, maxLength: framing.packageMaxLength)))
         } else if framing.openLengthCheck {
@@ -559,13 +543,15 @@ final class ClientConnection: @unchecked Sendable {
     /// The connection is up: the reactor counts it and reports it (onConnect).
     func opened() {
         reactor.add(self)
+        http?.opened()
     }
 
-    /// Bytes from the client (HTTP requests go through ``HTTPSession`` instead).
+    /// Bytes from the client: HTTP requests, or packets (each read is one without framing).
     func received(_ data: ByteBuffer) {
         guard !closing else { return }
         touched()
         reading = true
+        if let http { return http.received(data) }
         guard var reader = packets else { return reactor.dispatch(self, data) }
         // Taken out while it runs: a base-mode handler may close the connection from inside
         // a dispatch, and the close must not reach the reader in the middle of its read.
@@ -606,9 +592,15 @@ final class ClientConnection: @unchecked Sendable {
         lastReceive = .now()
     }
 
+    /// The client shut down its sending side, on an HTTP listener (where it is allowed).
+    func inputClosed() {
+        http?.clientInputClosed()
+    }
+
     /// The connection closed: the packets still whole in what was read go before the close
     /// event (onClose).
     func closed() {
+        http?.closed()
         if var reader = packets {
             packets = nil
             do {
@@ -651,177 +643,6 @@ final class ClientConnection: @unchecked Sendable {
         ClientInfo(remoteIP: remoteIP, remotePort: remotePort, reactorId: reactor.id, serverPort: serverPort,
                    connectTime: connectTime, lastReceiveTime: lastReceiveWall)
     }
-}
-
-/// A client connection as a NIO channel: the pipeline's last handler.
-final class ChannelTransport: ChannelInboundHandler, ClientTransport, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    /// Where bytes for the client are written from, straight to the socket rather than
-    /// through `Channel.write`, which walks the whole pipeline and wraps each buffer through
-    /// generic code (a runtime metadata lookup per write): this handler's place, or on an
-    /// HTTP connection NIO's response encoder's, past the HTTP handlers (which take only
-    /// HTTP parts), for `Server.send` on it, as Swoole's `send` on an HTTP connection.
-    var output: ChannelHandlerContext?
-    let channel: Channel
-    let connection: ClientConnection
-
-    private init(channel: Channel, connection: ClientConnection) {
-        self.channel = channel
-        self.connection = connection
-    }
-
-    /// Sets up a new client channel's pipeline for its listener's protocol (HTTP, or the
-    /// framing of packets), ending with the connection's transport.
-    @discardableResult
-    static func install(on channel: Channel, id: UInt64, sequence: UInt64, listener: Int, framing: ProtocolSettings,
-                        reactor: Reactor, serverPort: Int) throws -> ClientConnection {
-        let pipeline = channel.pipeline.syncOperations
-        let connection = ClientConnection(id: id, sequence: sequence, listener: listener, reactor: reactor,
-                                          remoteIP: channel.remoteAddress?.ipAddress ?? "unix",
-                                          remotePort: channel.remoteAddress?.port ?? 0, serverPort: serverPort,
-                                          framing: framing)
-        let transport = ChannelTransport(channel: channel, connection: connection)
-        connection.transport = transport
-        if framing.openHTTPProtocol {
-            try HTTPSession.install(on: pipeline, for: connection, transport: transport, framing: framing)
-        }
-        try pipeline.addHandler(transport)
-        return connection
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if output == nil { output = context }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        output = nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        connection.opened()
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.received(unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        connection.readComplete()
-        context.fireChannelReadComplete()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        connection.closed()
-        context.fireChannelInactive()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // The write buffer's high-water mark is bufferOutputSize.
-        if !context.channel.isWritable && connection.http?.sendingFile != true { connection.outputExceeded() }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        connection.failed(error)
-    }
-
-    func write(_ data: ByteBuffer, flush: Bool) {
-        guard let output else { return }
-        if flush {
-            output.writeAndFlush(wrapOutboundOut(data), promise: nil)
-        } else {
-            output.write(wrapOutboundOut(data), promise: nil)
-        }
-    }
-
-    func flush() {
-        output?.flush()
-    }
-
-    func close(reset: Bool) {
-        guard reset else { return channel.close(promise: nil) }
-        // SO_LINGER 0 makes close() send a RST and drop what is unsent.
-        let provider = channel as? SocketOptionProvider
-        (provider?.setSoLinger(linger(l_onoff: 1, l_linger: 0)) ?? channel.eventLoop.makeSucceededVoidFuture())
-            .whenComplete { [channel] _ in channel.close(promise: nil) }
-    }
-
-    func stopReading() {
-        channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
-    }
-
-    var bufferedBytes: Int {
-        (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
-    }
-
-    var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
-}
-
-/// A client connection as a socket of Swoop's own loop: a base-mode worker's connections
-/// when it has no HTTP listener, read and written without NIO's pipeline.
-final class SocketTransport: ClientTransport, EpollSocketDelegate, @unchecked Sendable {
-    private var socket: EpollSocket!
-    let connection: ClientConnection
-    private let outputLimit: Int
-    private let closedPromise: EventLoopPromise<Void>
-    private let whenClosed: () -> Void
-
-    /// Takes over an accepted socket; `closed` runs when it closes.
-    init(fd: CInt, loop: EpollLoop, connection: ClientConnection, outputLimit: Int, closed: @escaping () -> Void) {
-        self.connection = connection
-        self.outputLimit = outputLimit
-        self.closedPromise = loop.makePromise()
-        self.whenClosed = closed
-        socket = EpollSocket(fd: fd, loop: loop, delegate: self, readSizes: 2048...65_536)
-        connection.transport = self
-    }
-
-    func start() throws {
-        try socket.start()
-        connection.opened()
-    }
-
-    func socketReceived(_ bytes: ByteBuffer) {
-        connection.received(bytes)
-    }
-
-    func socketReadDone() {
-        connection.readComplete()
-    }
-
-    func socketClosed(_ error: Error?) {
-        if let error { connection.failed(error) }
-        connection.closed()
-        whenClosed()
-        closedPromise.succeed()
-    }
-
-    func write(_ data: ByteBuffer, flush: Bool) {
-        socket.enqueue(data)
-        if socket.unsentBytes > outputLimit {
-            connection.outputExceeded()
-        } else if flush {
-            socket.flush()
-        }
-    }
-
-    func flush() {
-        socket.flush()
-    }
-
-    func close(reset: Bool) {
-        socket.close(reset: reset)
-    }
-
-    func stopReading() {
-        socket.stopReading()
-    }
-
-    var bufferedBytes: Int { socket.unsentBytes }
-
-    var closeFuture: EventLoopFuture<Void> { closedPromise.futureResult }
 }
 
 /// A UDP listener in the master: each datagram goes to a worker with its sender's address.

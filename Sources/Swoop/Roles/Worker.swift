@@ -25,20 +25,14 @@ struct WorkerProcess {
             logger.critical("cannot install signal handlers: \(error)")
             exit(ExitCode.cannotBoot)
         }
-        // Swoop's own loop, except for a base-mode worker with an HTTP listener: its HTTP
-        // connections are NIO channels (NIO's HTTP parser runs in a channel), which only
-        // NIO's loop can host.
+        // Swoop's own loop: the IPC link and, in base mode, the client connections (line
+        // protocols and HTTP alike) are its sockets.
         let loop: EventLoop
-        if server.settings.mode == .base && context.role == .worker
-            && server.listeners.contains(where: { ($0.protocol ?? server.settings.protocol).openHTTPProtocol }) {
-            loop = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
-        } else {
-            do {
-                loop = try EpollLoop.start(name: "worker loop")
-            } catch {
-                logger.critical("cannot start the event loop: \(error)")
-                exit(ExitCode.cannotBoot)
-            }
+        do {
+            loop = try EpollLoop.start(name: "worker loop")
+        } catch {
+            logger.critical("cannot start the event loop: \(error)")
+            exit(ExitCode.cannotBoot)
         }
         let runtime = WorkerRuntime(server: server, loop: loop, pump: pump)
         server.worker = runtime

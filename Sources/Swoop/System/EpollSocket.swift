@@ -11,6 +11,18 @@ protocol EpollSocketDelegate: AnyObject {
     func socketReadDone()
     /// The socket is closed: by the peer, by a failure (`error`) or by `close(reset:)`.
     func socketClosed(_ error: Error?)
+    /// The peer shut down its sending side, on a socket that allows it: nothing more will
+    /// be read, and writes go on.
+    func socketInputClosed()
+}
+
+extension EpollSocketDelegate {
+    func socketInputClosed() {}
+}
+
+/// A file being sent ended before the range promised: it was truncated under the sender.
+struct FileTruncatedError: Error, CustomStringConvertible {
+    var description: String { "a file being sent was truncated" }
 }
 
 /// A connected stream socket on Swoop's own loop (``EpollLoop``): what NIO's channel does for
@@ -28,13 +40,23 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     private let loop: EpollLoop
     private unowned let delegate: EpollSocketDelegate
     /// What the socket has not taken yet, in order.
-    @exclusivity(unchecked) private var unsent = CircularBuffer<ByteBuffer>()
-    /// The bytes in `unsent`.
+    @exclusivity(unchecked) private var unsent = CircularBuffer<Output>()
+    private enum Output {
+        case bytes(ByteBuffer)
+        /// A range of a file, sent with sendfile(2); the socket owns the descriptor.
+        case file(CInt, offset: Int, end: Int)
+    }
+    /// The bytes in `unsent`, not counting files (they are not held in memory).
     @exclusivity(unchecked) private(set) var unsentBytes = 0
     private var whenAllSent: [() -> Void] = []
     @exclusivity(unchecked) private(set) var isClosed = false
-    /// False once `stopReading` was called: what arrives stays in the socket.
+    /// False while `stopReading` holds: what arrives stays in the socket.
     @exclusivity(unchecked) private var reading = true
+    /// The peer shut down its sending side (only seen where half-closure is allowed).
+    @exclusivity(unchecked) private(set) var inputClosed = false
+    /// A read of 0 (the peer's FIN) is reported to the delegate, and writing goes on, rather
+    /// than closing the socket: an HTTP client may send its last request and shut down its end.
+    private let allowsHalfClosure: Bool
     /// EPOLLOUT is asked for: a write left bytes over.
     @exclusivity(unchecked) private var waitingForSpace = false
     /// The size of the next read: doubled when a read fills it, halved when one fills under
@@ -43,11 +65,13 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     @exclusivity(unchecked) private var readSize: Int
     private let readSizes: ClosedRange<Int>
 
-    init(fd: CInt, loop: EpollLoop, delegate: EpollSocketDelegate, readSizes: ClosedRange<Int> = 16_384...65_536) {
+    init(fd: CInt, loop: EpollLoop, delegate: EpollSocketDelegate, readSizes: ClosedRange<Int> = 16_384...65_536,
+         allowsHalfClosure: Bool = false) {
         self.fd = fd
         self.loop = loop
         self.delegate = delegate
         self.readSizes = readSizes
+        self.allowsHalfClosure = allowsHalfClosure
         readSize = readSizes.lowerBound
     }
 
@@ -96,7 +120,13 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
                     // The peer closed its end: what came before is handled first.
                     giveBack(buffer)
                     if readAny { delegate.socketReadDone() }
-                    close(nil)
+                    if allowsHalfClosure {
+                        inputClosed = true
+                        reading = false
+                        delegate.socketInputClosed()
+                    } else {
+                        close(nil)
+                    }
                     return
                 }
             } catch {
@@ -129,8 +159,16 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     /// Queues bytes behind those queued before, to go out at the next `flush`.
     func enqueue(_ bytes: ByteBuffer) {
         guard !isClosed, bytes.readableBytes > 0 else { return }
-        unsent.append(bytes)
+        unsent.append(.bytes(bytes))
         unsentBytes += bytes.readableBytes
+    }
+
+    /// Queues `file`'s bytes from `offset` to `end`, sent with sendfile(2) as the socket takes
+    /// them; the socket owns the descriptor and closes it once sent or dropped. A file cut
+    /// short before `end` closes the socket with ``FileTruncatedError``.
+    func enqueue(file: CInt, offset: Int, end: Int) {
+        guard !isClosed, offset < end else { return Syscall.close(file) }
+        unsent.append(.file(file, offset: offset, end: end))
     }
 
     /// Writes what is queued, as much as the socket takes now; the rest when it has room.
@@ -149,9 +187,25 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         if unsent.isEmpty || isClosed { body() } else { whenAllSent.append(body) }
     }
 
-    /// Reads nothing more (what arrives stays in the socket); writes go on.
+    /// Reads nothing more until `resumeReading` (what arrives stays in the socket); writes go on.
     func stopReading() {
         reading = false
+    }
+
+    /// Reads again after `stopReading`, starting with what arrived meanwhile.
+    func resumeReading() {
+        guard !reading, !inputClosed, !isClosed else { return }
+        reading = true
+        // Re-arming the edge-triggered watch reports what is already there.
+        loop.rewatch(fd, events: EpollLoop.readable | (waitingForSpace ? EpollLoop.writable : 0))
+    }
+
+    /// Sends a FIN once everything queued has been sent; reading goes on.
+    func shutdownOutput() {
+        whenSent { [self] in
+            guard !isClosed else { return }
+            do { try Syscall.shutdownOutput(fd) } catch { close(error) }
+        }
     }
 
     /// Closes the socket; `reset` sends a RST and drops what is unsent (SO_LINGER 0).
@@ -166,27 +220,42 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     /// Writes what waits until the socket takes no more; EPOLLOUT, asked for only then,
     /// brings the loop back.
     private func drain() {
-        while !isClosed, var first = unsent.first {
-            let written: Int?
-            do {
-                written = try first.withUnsafeReadableBytes { try Syscall.write(fd, $0) }
-            } catch {
-                close(error)
-                return
-            }
-            guard let written else {
-                if !waitingForSpace {
-                    waitingForSpace = true
-                    loop.rewatch(fd, events: EpollLoop.readable | EpollLoop.writable)
+        while !isClosed, let first = unsent.first {
+            switch first {
+            case .bytes(var bytes):
+                let written: Int?
+                do {
+                    written = try bytes.withUnsafeReadableBytes { try Syscall.write(fd, $0) }
+                } catch {
+                    close(error)
+                    return
                 }
-                return
-            }
-            unsentBytes -= written
-            first.moveReaderIndex(forwardBy: written)
-            if first.readableBytes == 0 {
-                unsent.removeFirst()
-            } else {
-                unsent[unsent.startIndex] = first
+                guard let written else { return waitForSpace() }
+                unsentBytes -= written
+                bytes.moveReaderIndex(forwardBy: written)
+                if bytes.readableBytes == 0 {
+                    unsent.removeFirst()
+                } else {
+                    unsent[unsent.startIndex] = .bytes(bytes)
+                }
+            case .file(let file, var offset, let end):
+                let sent: Int?
+                do {
+                    sent = try Syscall.sendfile(fd, file, offset: &offset, count: min(end - offset, 1 << 30))
+                } catch {
+                    close(error)
+                    return
+                }
+                guard let sent else { return waitForSpace() }
+                // sendfile gives 0 at the end of the file: it was cut short under us, and the
+                // length promised cannot be met (nginx: "file was truncated").
+                if sent == 0 { return close(FileTruncatedError()) }
+                if offset >= end {
+                    Syscall.close(file)
+                    unsent.removeFirst()
+                } else {
+                    unsent[unsent.startIndex] = .file(file, offset: offset, end: end)
+                }
             }
         }
         if unsent.isEmpty && waitingForSpace && !isClosed {
@@ -200,11 +269,19 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         }
     }
 
+    /// The socket took less than was offered: EPOLLOUT brings the loop back when it has room.
+    private func waitForSpace() {
+        guard !waitingForSpace else { return }
+        waitingForSpace = true
+        loop.rewatch(fd, events: (reading ? EpollLoop.readable : 0) | EpollLoop.writable)
+    }
+
     private func close(_ error: Error?) {
         guard !isClosed else { return }
         isClosed = true
         loop.unwatch(fd)
         Syscall.close(fd)
+        for case .file(let file, _, _) in unsent { Syscall.close(file) }
         unsent.removeAll()
         unsentBytes = 0
         let bodies = whenAllSent

@@ -45,6 +45,19 @@ enum Syscall {
         try nonBlocking("write", fd) { Glibc.write(fd, bytes.baseAddress, bytes.count) }
     }
 
+    /// Sends up to `count` bytes of a file from `offset` (which it advances) to a socket,
+    /// in the kernel; `nil` means it would block, 0 that the file ends before `offset`.
+    static func sendfile(_ socket: CInt, _ file: CInt, offset: inout Int, count: Int) throws -> Int? {
+        var position = off_t(offset)
+        defer { offset = Int(position) }
+        return try nonBlocking("sendfile", socket) { Glibc.sendfile(socket, file, &position, count) }
+    }
+
+    /// Shuts down the sending side of a socket (a FIN goes after what was written).
+    static func shutdownOutput(_ fd: CInt) throws {
+        _ = try retrying("shutdown", "fd \(fd)") { Glibc.shutdown(fd, CInt(SHUT_WR)) }
+    }
+
     /// Runs `body` until it stops failing with EINTR; would-block is `nil`.
     private static func nonBlocking(_ call: String, _ fd: CInt, _ body: () -> Int) throws -> Int? {
         while true {

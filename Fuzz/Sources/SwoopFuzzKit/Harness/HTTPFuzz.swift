@@ -1,10 +1,10 @@
 // Fuzz harness for the HTTP request path of the master and the worker.
 //
 // The untrusted bytes of one client connection, cut into arbitrary reads, go through the
-// very pipeline `Master.adopt` builds for an HTTP listener, on an `EmbeddedChannel`: NIO's
-// response encoder, Swoop's `HTTPSession` (its llhttp parser, request assembly, limits,
-// timeouts, static files), optionally NIO's response compressor, and
-// `ClientConnection` with its `ChannelTransport`, owned by a real `Reactor` of a real `MasterCore`. The worker end of the
+// very pipeline `Master.adopt` builds for an HTTP listener, on an `EmbeddedChannel`: the
+// `ChannelTransport` of a `ClientConnection` and its `HTTPSession` (its llhttp parser, request
+// assembly, limits, timeouts, static files, response encoding and, optionally, compression),
+// owned by a real `Reactor` of a real `MasterCore`. The worker end of the
 // IPC link is another `EmbeddedChannel`: every frame the reactor sends is decoded with
 // `IPCCodec`, turned into the worker's `Request` (query, cookies, form), and answered in one of
 // several ways (whole, streamed, 204/304 with a body, an interim status, late, or never, so
@@ -13,7 +13,7 @@
 // Invariants: a request reaches the worker with a body within `packageMaxLength` and a head
 // within `HTTPRequestParser.maxHeadBytes`; its frame survives an IPC round trip; a static file
 // sent lies inside the document root; when the connection is gone the reactor no longer
-// holds it; NIO's handlers never see a protocol violation from ours (they would trap).
+// holds it; nothing traps.
 
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +23,6 @@ import Logging
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
-import NIOHTTPCompression
 
 public enum HTTPFuzz {
     /// One master for the whole fuzz run: building one starts a reactor thread.
