@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Swoop",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Swoop", targets: ["Swoop"]),
         .library(name: "SwoopControl", targets: ["SwoopControl"]),

@@ -16,7 +16,7 @@ let fuzzTargets = ["eof-framer", "length-framer", "ipc-codec", "binary-decoder",
 
 let package = Package(
     name: "SwoopFuzz",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),

@@ -6,6 +6,7 @@ import Foundation
 @_exported import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// An HTTP request, parsed in the master's reactor and handed whole to a worker (Swoole's
 /// `Swoole\Http\Request`). Its head is a swift-http-types ``HTTPRequest``.
@@ -101,15 +102,15 @@ public struct Request: Sendable {
         /// What the handler set `head` to, if it did.
         var assignedHead: HTTPRequest?
         /// The head as the reactor sent it, and the ``HTTPRequest`` made of it once asked
-        /// for (shared by copies; the lazy reference makes the first use safe from any thread).
+        /// for (under a lock: a request may be read from any thread).
         let wire: HTTPWireHead
         let wireMethod: HTTPRequest.Method
-        let built: ManagedAtomicLazyReference<BuiltHead>
+        let built: Mutex<HTTPRequest?>
 
         init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
             self.wire = wire
             wireMethod = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
-            built = ManagedAtomicLazyReference()
+            built = Mutex(nil)
             uri = wire.target
             if let mark = wire.target.firstIndex(of: "?") {
                 path = String(wire.target[..<mark])
@@ -158,11 +159,19 @@ public struct Request: Sendable {
             assignedHead = other.assignedHead
             wire = other.wire
             wireMethod = other.wireMethod
-            built = other.built
+            built = Mutex(other.built.withLock { $0 })
         }
 
         var builtHead: HTTPRequest {
-            if let built = built.load() { return built.head }
+            built.withLock { built in
+                if let head = built { return head }
+                let head = makeHead()
+                built = head
+                return head
+            }
+        }
+
+        private func makeHead() -> HTTPRequest {
             var fields = HTTPFields()
             var host: String?
             for pair in wire.headers {
@@ -173,14 +182,8 @@ public struct Request: Sendable {
                 guard let name = HTTPField.Name(pair.name) else { continue }
                 fields.append(HTTPField(name: name, value: pair.value))
             }
-            let head = HTTPRequest(method: wireMethod, scheme: nil, authority: host, path: wire.target, headerFields: fields)
-            return built.storeIfNilThenLoad(BuiltHead(head)).head
+            return HTTPRequest(method: wireMethod, scheme: nil, authority: host, path: wire.target, headerFields: fields)
         }
-    }
-
-    private final class BuiltHead: Sendable {
-        let head: HTTPRequest
-        init(_ head: HTTPRequest) { self.head = head }
     }
 
     init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
@@ -219,7 +222,8 @@ public final class Response: Sendable {
         var ended = false
     }
 
-    private let state = NIOLockedValueBox(State())
+    /// A lock held inline (no allocation of its own, as NIO's lock box made for each response).
+    private let state = Mutex(State())
     private let worker: WorkerRuntime
     private let connection: UInt64
     private let sequence: UInt32
@@ -234,23 +238,23 @@ public final class Response: Sendable {
 
     /// The status (200 unless set); read once the head is sent.
     public var status: HTTPResponse.Status {
-        get { state.withLockedValue { $0.status } }
-        set { state.withLockedValue { $0.status = newValue } }
+        get { state.withLock { $0.status } }
+        set { state.withLock { $0.status = newValue } }
     }
 
     /// The header fields (swift-http-types), sent with the first ``write(_:)-(ByteBuffer)`` or with ``end(_:)-(ByteBuffer)``.
     /// The master adds `Date`, `Server` (unless set), `Content-Length` or chunked encoding,
     /// and `Connection` as the request needs.
     public var headers: HTTPFields {
-        get { state.withLockedValue { $0.headers } }
-        set { state.withLockedValue { $0.headers = newValue } }
+        get { state.withLock { $0.headers } }
+        set { state.withLock { $0.headers = newValue } }
     }
 
     /// Sets a header field, replacing one of that name (Swoole's `header()`). An invalid
     /// name is ignored.
     public func header(_ name: String, _ value: String) {
         guard let name = HTTPField.Name(name) else { return }
-        state.withLockedValue { $0.headers[name] = value }
+        state.withLock { $0.headers[name] = value }
     }
 
     /// Adds a `Set-Cookie` field (Swoole's `cookie()`); the value is percent-encoded.
@@ -268,7 +272,7 @@ public final class Response: Sendable {
         if secure { text += "; Secure" }
         if httpOnly { text += "; HttpOnly" }
         if let sameSite { text += "; SameSite=\(sameSite)" }
-        state.withLockedValue { $0.headers.append(HTTPField(name: .setCookie, value: text)) }
+        state.withLock { $0.headers.append(HTTPField(name: .setCookie, value: text)) }
     }
 
     private static let cookieValueCharacters: CharacterSet = {
@@ -278,7 +282,7 @@ public final class Response: Sendable {
     }()
 
     /// Whether the response can still be written (it has not ended).
-    public var isWritable: Bool { state.withLockedValue { !$0.ended } }
+    public var isWritable: Bool { state.withLock { !$0.ended } }
 
     /// Sends a part of the body now. The first call sends the head; without a
     /// `Content-Length` the body goes out chunked (HTTP/1.1).
@@ -318,7 +322,7 @@ public final class Response: Sendable {
         guard offset >= 0, count >= 0, offset + count <= size else {
             throw ServerError.invalidRange(path: path, offset: offset, length: count, size: size)
         }
-        let message = try state.withLockedValue { state -> IPCMessage in
+        let message = try state.withLock { state -> IPCMessage in
             guard !state.ended, !state.headSent else { throw ServerError.responseEnded }
             state.ended = true
             state.headSent = true
@@ -338,7 +342,7 @@ public final class Response: Sendable {
         // A body larger than one IPC frame should carry goes in parts; a whole body sent at
         // once keeps its Content-Length rather than turning chunked.
         if end {
-            state.withLockedValue { state in
+            state.withLock { state in
                 if !state.headSent && state.headers[.contentLength] == nil {
                     state.headers[.contentLength] = String(data.readableBytes)
                 }
@@ -351,7 +355,7 @@ public final class Response: Sendable {
     }
 
     private func sendPart(_ data: ByteBuffer, end: Bool) throws {
-        let message = try state.withLockedValue { state -> IPCMessage in
+        let message = try state.withLock { state -> IPCMessage in
             guard !state.ended else { throw ServerError.responseEnded }
             state.ended = end
             if state.headSent {
@@ -375,7 +379,7 @@ public final class Response: Sendable {
     /// After the handler threw: 500 when nothing was sent yet; otherwise the client cannot
     /// be told, and its connection is closed.
     func fail() {
-        let sent = state.withLockedValue { state -> Bool in
+        let sent = state.withLock { state -> Bool in
             if state.ended { return true }
             if state.headSent { state.ended = true; return true }
             state.status = .internalServerError

@@ -35,7 +35,8 @@ protocol ClientTransport: AnyObject, Sendable {
     var closeFuture: EventLoopFuture<Void> { get }
 }
 
-/// A client connection as a NIO channel: the pipeline's one handler.
+/// A client connection as a NIO channel: the pipeline's handler (with, on an HTTP listener, a
+/// gate for its reads after it).
 final class ChannelTransport: ChannelInboundHandler, ClientTransport, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = IOData
@@ -68,12 +69,14 @@ final class ChannelTransport: ChannelInboundHandler, ClientTransport, @unchecked
                                           framing: framing)
         let transport = ChannelTransport(channel: channel, connection: connection)
         connection.transport = transport
+        try channel.pipeline.syncOperations.addHandler(transport)
         if framing.openHTTPProtocol {
+            // After the transport: the channel's reads pass it (they start at the tail), the
+            // transport's writes do not.
             let gate = ReadGate()
             try channel.pipeline.syncOperations.addHandler(gate)
             transport.gate = gate
         }
-        try channel.pipeline.syncOperations.addHandler(transport)
         return connection
     }
 
