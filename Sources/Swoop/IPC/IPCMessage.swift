@@ -110,12 +110,29 @@ struct HTTPWirePair: Sendable, Equatable {
 
 /// A request head as the reactor parsed it: the method and target as sent, the version and
 /// the header lines.
-struct HTTPWireHead: Sendable, Equatable {
-    var method: String
-    var target: String
-    var versionMajor: Int
-    var versionMinor: Int
-    var headers: [HTTPWirePair]
+///
+/// A class: a request's head is handed from the IPC message to the handler's request (and,
+/// in the master, from the parser to the message), and each copy of a struct retained and
+/// released its strings and fields one by one.
+final class HTTPWireHead: Sendable, Equatable {
+    let method: String
+    let target: String
+    let versionMajor: Int
+    let versionMinor: Int
+    let headers: [HTTPWirePair]
+
+    init(method: String, target: String, versionMajor: Int, versionMinor: Int, headers: [HTTPWirePair]) {
+        self.method = method
+        self.target = target
+        self.versionMajor = versionMajor
+        self.versionMinor = versionMinor
+        self.headers = headers
+    }
+
+    static func == (a: HTTPWireHead, b: HTTPWireHead) -> Bool {
+        a.method == b.method && a.target == b.target && a.versionMajor == b.versionMajor
+            && a.versionMinor == b.versionMinor && a.headers == b.headers
+    }
 }
 
 /// How a task ended, on the wire.
@@ -340,10 +357,22 @@ enum IPCCodec {
         return try decodeBody(&frame)
     }
 
+    /// The fields are read through one pointer (``FieldCursor``) rather than with a ByteBuffer
+    /// call each, whose bounds and exclusivity checks were most of a request's decoding; the
+    /// data at a frame's end stays a slice of it.
     private static func decodeBody(_ frame: inout ByteBuffer) throws -> IPCMessage {
+        try frame.withUnsafeReadableBytes { raw in
+            var cursor = FieldCursor(raw)
+            return try decodeFields(&cursor) { [frame] offset in
+                frame.getSlice(at: frame.readerIndex + offset, length: raw.count - offset)!
+            }
+        }
+    }
+
+    /// Decodes a frame's fields; `rest(offset)` is the frame's data from `offset` on.
+    private static func decodeFields(_ cursor: inout FieldCursor, rest: (Int) -> ByteBuffer) throws -> IPCMessage {
         func read<T: FixedWidthInteger>(_: T.Type = T.self) throws -> T {
-            guard let value = frame.readInteger(as: T.self) else { throw DecodeError.malformed("short frame") }
-            return value
+            try cursor.integer()
         }
         guard let tag = Tag(rawValue: try read(UInt8.self)) else { throw DecodeError.malformed("unknown type") }
         switch tag {
@@ -357,25 +386,25 @@ enum IPCCodec {
         case .receive:
             let connection: UInt64 = try read()
             let reactor = Int(try read(UInt16.self))
-            return .receive(connection: connection, reactor: reactor, data: frame)
+            return .receive(connection: connection, reactor: reactor, data: rest(cursor.offset))
         case .close:
             return .close(connection: try read(), reactor: Int(try read(UInt16.self)), byServer: try read(UInt8.self) != 0)
         case .packet:
             let listener = Int(try read(UInt16.self))
-            let (address, port) = try readAddress(&frame)
-            return .packet(listener: listener, address: address, port: port, data: frame)
+            let (address, port) = try cursor.address()
+            return .packet(listener: listener, address: address, port: port, data: rest(cursor.offset))
         case .send:
             let connection: UInt64 = try read()
-            return .send(connection: connection, data: frame)
+            return .send(connection: connection, data: rest(cursor.offset))
         case .sendTo:
             let listener = Int(try read(UInt16.self))
-            let (address, port) = try readAddress(&frame)
-            return .sendTo(listener: listener, address: address, port: port, data: frame)
+            let (address, port) = try cursor.address()
+            return .sendTo(listener: listener, address: address, port: port, data: rest(cursor.offset))
         case .closeConnection:
             return .closeConnection(connection: try read(), reset: try read(UInt8.self) != 0)
         case .done:
             let count = Int(try read(UInt32.self))
-            guard count <= frame.readableBytes / 8 else { throw DecodeError.malformed("done count") }
+            guard count <= cursor.remaining / 8 else { throw DecodeError.malformed("done count") }
             var connections: [UInt64] = []
             connections.reserveCapacity(count)
             for _ in 0..<count { connections.append(try read()) }
@@ -383,14 +412,14 @@ enum IPCCodec {
         case .pipeMessage:
             let from = Int(try read(Int32.self))
             let to = Int(try read(Int32.self))
-            return .pipeMessage(from: from, to: to, data: frame)
+            return .pipeMessage(from: from, to: to, data: rest(cursor.offset))
         case .request:
             let id: UInt32 = try read()
             guard let query = MasterQuery(rawValue: try read()) else { throw DecodeError.malformed("query") }
             return .request(id: id, query: query, argument: try read())
         case .response:
             let id: UInt32 = try read()
-            return .response(id: id, data: frame)
+            return .response(id: id, data: rest(cursor.offset))
         case .stopping:
             return .stopping
         case .workerReady:
@@ -404,12 +433,12 @@ enum IPCCodec {
             let id: UInt64 = try read()
             let source = Int(try read(Int32.self))
             let target = Int(try read(Int32.self))
-            return .task(id: id, source: source, target: target, data: frame)
+            return .task(id: id, source: source, target: target, data: rest(cursor.offset))
         case .taskResult:
             let id: UInt64 = try read()
             let source = Int(try read(Int32.self))
             guard let status = TaskStatus(rawValue: try read()) else { throw DecodeError.malformed("task status") }
-            return .taskResult(id: id, source: source, status: status, data: frame)
+            return .taskResult(id: id, source: source, status: status, data: rest(cursor.offset))
         case .recycle:
             return .recycle(workerId: Int(try read(Int32.self)), generation: Int(try read(UInt32.self)))
         case .activate:
@@ -420,34 +449,34 @@ enum IPCCodec {
             let connection: UInt64 = try read()
             let reactor = Int(try read(UInt16.self))
             let sequence: UInt32 = try read()
-            let method = try readString(&frame)
-            let target = try readString(&frame)
+            let method = try cursor.string()
+            let target = try cursor.string()
             let major = Int(try read(UInt8.self))
             let minor = Int(try read(UInt8.self))
-            let headers = try readHeaders(&frame)
+            let headers = try cursor.headers()
             return .httpRequest(connection: connection, reactor: reactor, sequence: sequence,
                                 head: HTTPWireHead(method: method, target: target, versionMajor: major,
                                                    versionMinor: minor, headers: headers),
-                                body: frame)
+                                body: rest(cursor.offset))
         case .httpResponse:
             let connection: UInt64 = try read()
             let sequence: UInt32 = try read()
             let status = Int(try read(UInt16.self))
             let end = try read(UInt8.self) != 0
-            let headers = try readHeaders(&frame)
+            let headers = try cursor.headers()
             return .httpResponse(connection: connection, sequence: sequence, status: status, headers: headers,
-                                 body: frame, end: end)
+                                 body: rest(cursor.offset), end: end)
         case .httpBody:
             let connection: UInt64 = try read()
             let sequence: UInt32 = try read()
             let end = try read(UInt8.self) != 0
-            return .httpBody(connection: connection, sequence: sequence, data: frame, end: end)
+            return .httpBody(connection: connection, sequence: sequence, data: rest(cursor.offset), end: end)
         case .httpSendfile:
             let connection: UInt64 = try read()
             let sequence: UInt32 = try read()
             let status = Int(try read(UInt16.self))
-            let headers = try readHeaders(&frame)
-            let path = try readString(&frame)
+            let headers = try cursor.headers()
+            let path = try cursor.string()
             return .httpSendfile(connection: connection, sequence: sequence, status: status, headers: headers, path: path,
                                  device: try read(), inode: try read(), offset: try read(), length: try read())
         }
@@ -460,12 +489,6 @@ enum IPCCodec {
             out.put(bigEndian: UInt32(count))
             out.put(text)
         }
-    }
-
-    private static func readString(_ frame: inout ByteBuffer) throws -> String {
-        guard let count = frame.readInteger(as: UInt32.self), Int(count) <= frame.readableBytes,
-              let text = frame.readString(length: Int(count)) else { throw DecodeError.malformed("string") }
-        return text
     }
 
     /// The count, then each name and value as a length and its bytes, written in one go.
@@ -489,18 +512,6 @@ enum IPCCodec {
         }
     }
 
-    private static func readHeaders(_ frame: inout ByteBuffer) throws -> [HTTPWirePair] {
-        guard let count = frame.readInteger(as: UInt32.self), Int(count) <= frame.readableBytes / 8 else {
-            throw DecodeError.malformed("header count")
-        }
-        var headers: [HTTPWirePair] = []
-        headers.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            headers.append(HTTPWirePair(name: try readString(&frame), value: try readString(&frame)))
-        }
-        return headers
-    }
-
     /// An address takes at most 255 bytes (its length is one byte). A longer one, which no IP
     /// address is, is cut at a character boundary, so the frame still holds valid UTF-8.
     private static func writeAddress(_ address: String, _ port: Int, into buffer: inout ByteBuffer) {
@@ -515,15 +526,61 @@ enum IPCCodec {
         buffer.writeInteger(UInt16(truncatingIfNeeded: port))
     }
 
+}
+
+/// Reads a frame's fields in order from its bytes: big-endian integers, strings and header
+/// lists with 4-byte lengths, addresses with a 1-byte length; a field that runs past the end
+/// is `IPCCodec.DecodeError.malformed`.
+struct FieldCursor {
+    private let bytes: UnsafeRawBufferPointer
+    private(set) var offset = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+    }
+
+    var remaining: Int { bytes.count - offset }
+
+    mutating func integer<T: FixedWidthInteger>(_: T.Type = T.self) throws -> T {
+        let size = MemoryLayout<T>.size
+        guard size <= remaining else { throw IPCCodec.DecodeError.malformed("short frame") }
+        defer { offset += size }
+        return T(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+
+    /// Takes `count` bytes.
+    private mutating func take(_ count: Int, _ what: String) throws -> UnsafeRawBufferPointer {
+        guard count <= remaining else { throw IPCCodec.DecodeError.malformed(what) }
+        defer { offset += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
+    }
+
+    /// A string with a 4-byte length: header values and request targets may be long.
+    mutating func string() throws -> String {
+        let count = Int(try integer(UInt32.self))
+        return String(decoding: try take(count, "string"), as: UTF8.self)
+    }
+
+    mutating func headers() throws -> [HTTPWirePair] {
+        let count = Int(try integer(UInt32.self))
+        guard count <= remaining / 8 else { throw IPCCodec.DecodeError.malformed("header count") }
+        var headers: [HTTPWirePair] = []
+        headers.reserveCapacity(count)
+        for _ in 0..<count {
+            headers.append(HTTPWirePair(name: try string(), value: try string()))
+        }
+        return headers
+    }
+
     /// Invalid UTF-8 is refused rather than repaired: a repaired address could be longer than
     /// the 255 bytes its length byte allows, and would then not survive being sent on.
-    private static func readAddress(_ frame: inout ByteBuffer) throws -> (String, Int) {
-        guard let count = frame.readInteger(as: UInt8.self),
-              let raw = frame.readSlice(length: Int(count)),
-              let port = frame.readInteger(as: UInt16.self) else { throw DecodeError.malformed("address") }
-        let address = String(decoding: raw.readableBytesView, as: UTF8.self)
-        guard address.utf8.elementsEqual(raw.readableBytesView) else { throw DecodeError.malformed("address is not UTF-8") }
-        return (address, Int(port))
+    mutating func address() throws -> (String, Int) {
+        let count = Int(try integer(UInt8.self))
+        let raw = try take(count, "address")
+        let port = Int(try integer(UInt16.self))
+        let address = String(decoding: raw, as: UTF8.self)
+        guard address.utf8.elementsEqual(raw) else { throw IPCCodec.DecodeError.malformed("address is not UTF-8") }
+        return (address, port)
     }
 }
 
