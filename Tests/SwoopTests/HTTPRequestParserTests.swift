@@ -100,6 +100,19 @@ final class HTTPRequestParserTests: XCTestCase {
         }
     }
 
+    func testEmptyValuesAndFieldsOfTheNextRequestStayApart() throws {
+        let found = try parse("GET /a HTTP/1.1\r\nX-Empty:\r\nX-Spaces:   \r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nY: 2\r\n\r\n",
+                              cuts: [20, 44])
+        XCTAssertEqual(found, [
+            .head(method: "GET", target: "/a", version: "1.1", headers: ["X-Empty=", "X-Spaces=", "Host=a"], keepAlive: true,
+                  length: nil, expectsContinue: false),
+            .end,
+            .head(method: "GET", target: "/b", version: "1.1", headers: ["Y=2"], keepAlive: true, length: nil,
+                  expectsContinue: false),
+            .end,
+        ])
+    }
+
     func testAnUpgradeRequestIsTakenAsAPlainOneAndTheNextIsParsed() throws {
         let found = try parse("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
         XCTAssertEqual(found.count, 4, "\(found)")

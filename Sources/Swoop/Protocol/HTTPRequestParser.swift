@@ -144,7 +144,24 @@ final class HTTPRequestParser {
         Unmanaged<HTTPRequestParser>.fromOpaque(p!.pointee.data!).takeUnretainedValue()
     }
 
-    /// Counts a piece of the head; false once the head is too long.
+    /// The pieces of a head llhttp hands over, possibly each in several calls.
+    private enum Piece {
+        case target, field, value
+    }
+
+    /// Keeps a piece of the head; -1 (llhttp's error) once the head is too long.
+    private func collect(_ piece: Piece, _ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+        guard takes(length) else { return -1 }
+        let bytes = UnsafeRawBufferPointer(start: at, count: length)
+        switch piece {
+        case .target: target.append(contentsOf: bytes)
+        case .field: field.append(contentsOf: bytes)
+        case .value: value.append(contentsOf: bytes)
+        }
+        return 0
+    }
+
+    /// Counts bytes of the head; false once the head is too long.
     private func takes(_ length: Int) -> Bool {
         headBytes += length
         if headBytes > Self.maxHeadBytes { tooLarge = true }
@@ -155,33 +172,15 @@ final class HTTPRequestParser {
     nonisolated(unsafe) private static let settings: UnsafeMutablePointer<llhttp_settings_t> = {
         let settings = UnsafeMutablePointer<llhttp_settings_t>.allocate(capacity: 1)
         c_nio_llhttp_settings_init(settings)
+        // The pieces are emptied as they are taken (`headComplete`, each field's end), and
+        // the parser is not used after an error: a new message starts with them empty.
         settings.pointee.on_message_begin = { p in
-            let parser = HTTPRequestParser.parser(p)
-            parser.target.removeAll(keepingCapacity: true)
-            parser.field.removeAll(keepingCapacity: true)
-            parser.value.removeAll(keepingCapacity: true)
-            parser.headers.removeAll(keepingCapacity: true)
-            parser.headBytes = 0
+            HTTPRequestParser.parser(p).headBytes = 0
             return 0
         }
-        settings.pointee.on_url = { p, at, length in
-            let parser = HTTPRequestParser.parser(p)
-            guard parser.takes(length) else { return -1 }
-            parser.target.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
-            return 0
-        }
-        settings.pointee.on_header_field = { p, at, length in
-            let parser = HTTPRequestParser.parser(p)
-            guard parser.takes(length) else { return -1 }
-            parser.field.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
-            return 0
-        }
-        settings.pointee.on_header_value = { p, at, length in
-            let parser = HTTPRequestParser.parser(p)
-            guard parser.takes(length) else { return -1 }
-            parser.value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
-            return 0
-        }
+        settings.pointee.on_url = { p, at, length in HTTPRequestParser.parser(p).collect(.target, at, length) }
+        settings.pointee.on_header_field = { p, at, length in HTTPRequestParser.parser(p).collect(.field, at, length) }
+        settings.pointee.on_header_value = { p, at, length in HTTPRequestParser.parser(p).collect(.value, at, length) }
         settings.pointee.on_header_value_complete = { p in
             let parser = HTTPRequestParser.parser(p)
             guard parser.takes(4) else { return -1 }
@@ -222,14 +221,19 @@ final class HTTPRequestParser {
             expectsContinue = RawResponse.equalsIgnoringCase(pair.value, "100-continue")
             break
         }
+        // The list goes with the head (emptying it in place would copy it); the target's
+        // bytes are reused.
+        let fields = headers
+        headers = []
         let head = ParsedRequestHead(
             wire: HTTPWireHead(method: name, target: String(decoding: target, as: UTF8.self),
                                versionMajor: Int(p.pointee.http_major), versionMinor: Int(p.pointee.http_minor),
-                               headers: headers),
+                               headers: fields),
             method: method, version: HTTPVersion(major: Int(p.pointee.http_major), minor: Int(p.pointee.http_minor)),
             isKeepAlive: c_nio_llhttp_should_keep_alive(p) == 1,
             contentLength: flags & F_CONTENT_LENGTH.rawValue != 0 ? p.pointee.content_length : nil,
             expectsContinue: expectsContinue)
+        target.removeAll(keepingCapacity: true)
         events.append(.head(head))
     }
 

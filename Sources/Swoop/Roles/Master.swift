@@ -5,7 +5,6 @@ import CSwoop
 import Foundation
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// The master process: it binds the listeners, starts the manager, runs the acceptor and

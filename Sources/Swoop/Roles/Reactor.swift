@@ -2,7 +2,6 @@ import Atomics
 import Foundation
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// The master's reactor threads and how many connections each holds, so that the
