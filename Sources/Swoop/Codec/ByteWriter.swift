@@ -43,6 +43,13 @@ struct ByteWriter {
         }
     }
 
+    /// Bytes of a buffer (a short body written with its head, in the same pass).
+    mutating func put(bytes buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { bytes in
+            if let source = bytes.baseAddress { memcpy(reserve(bytes.count), source, bytes.count) }
+        }
+    }
+
     mutating func put(_ byte: UInt8) {
         reserve(1).storeBytes(of: byte, as: UInt8.self)
     }

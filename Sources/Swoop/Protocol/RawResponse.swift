@@ -19,9 +19,12 @@ enum RawResponse {
     static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, isHead: Bool,
                        version: HTTPVersion, keepAlive: Bool,
                        allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
-        let status = HTTPResponseStatus(statusCode: code)
+        // The status line's code and reason: a literal for the common ones, NIO's table for
+        // the rest.
+        let common = commonStatus(code)
+        let status = common == nil ? HTTPResponseStatus(statusCode: code) : .ok
         if case .custom = status { return nil }
-        guard status.mayHaveResponseBody, code >= 200, !isHead else { return nil }
+        guard common != nil || status.mayHaveResponseBody, code >= 200, !isHead else { return nil }
         let http10 = version.major == 1 && version.minor == 0
         guard http10 || (version.major == 1 && version.minor == 1) else { return nil }
 
@@ -54,10 +57,10 @@ enum RawResponse {
         let setsConnection = close || http10
 
         // Sized first, then written in one go (see ByteWriter).
-        let reason = status.reasonPhrase
+        let reason = common == nil ? status.reasonPhrase : ""
         let date = hasDate ? "" : HTTPDate.now()
         let length = body.readableBytes
-        var size = 9 + ByteWriter.decimalLength(code) + 1 + reason.utf8.count + 2
+        var size = 9 + (common?.utf8CodeUnitCount ?? ByteWriter.decimalLength(code) + 1 + reason.utf8.count + 2)
         size += fieldsSize + (setsConnection ? 0 : connectionSize)
         size += 16 + ByteWriter.decimalLength(length) + 2
         if !hasServer { size += 8 + HTTPDate.serverName.utf8.count + 2 }
@@ -65,13 +68,19 @@ enum RawResponse {
         if close { size += 19 } else if http10 { size += 24 }
         size += 2
 
+        // A short body goes in the same pass; a long one is appended after.
+        let inline = length <= 4096
         var buffer = allocator.buffer(capacity: size + length)
-        buffer.write(exactly: size) { out in
+        buffer.write(exactly: size + (inline ? length : 0)) { out in
             if http10 { out.put(literal: "HTTP/1.0 ") } else { out.put(literal: "HTTP/1.1 ") }
-            out.put(decimal: code)
-            out.put(literal: " ")
-            out.put(reason)
-            out.put(literal: "\r\n")
+            if let common {
+                out.put(literal: common)
+            } else {
+                out.put(decimal: code)
+                out.put(literal: " ")
+                out.put(reason)
+                out.put(literal: "\r\n")
+            }
             for pair in headers {
                 switch kind(of: pair.name) {
                 case .framing: continue
@@ -102,9 +111,31 @@ enum RawResponse {
                 out.put(literal: "Connection: keep-alive\r\n")
             }
             out.put(literal: "\r\n")
+            if inline { out.put(bytes: body) }
         }
-        buffer.writeImmutableBuffer(body)
+        if !inline { buffer.writeImmutableBuffer(body) }
         return (buffer, close)
+    }
+
+    /// The code, reason and line end of the statuses most responses have (NIO's reasons),
+    /// written as one literal.
+    private static func commonStatus(_ code: Int) -> StaticString? {
+        switch code {
+        case 200: return "200 OK\r\n"
+        case 201: return "201 Created\r\n"
+        case 202: return "202 Accepted\r\n"
+        case 301: return "301 Moved Permanently\r\n"
+        case 302: return "302 Found\r\n"
+        case 303: return "303 See Other\r\n"
+        case 307: return "307 Temporary Redirect\r\n"
+        case 400: return "400 Bad Request\r\n"
+        case 401: return "401 Unauthorized\r\n"
+        case 403: return "403 Forbidden\r\n"
+        case 404: return "404 Not Found\r\n"
+        case 500: return "500 Internal Server Error\r\n"
+        case 503: return "503 Service Unavailable\r\n"
+        default: return nil
+        }
     }
 
     /// The fields the encoding treats apart: the body's framing (Transfer-Encoding and
