@@ -418,19 +418,31 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             Task.immediate(executorPreference: executor) { [self] in
                 let failure: Error?
                 do { try await body(event); failure = nil } catch { failure = error }
-                let report: @Sendable () -> Void = { [self] in
-                    let inline = self.inlineRun == token
-                    if inline { self.inlineRunFinished = true }
-                    if let failure { self.handlerFailed(what, connection, failure) }
-                    self.complete(isRequest: isRequest, connection: connection, ordered: ordered, later: !inline)
-                    if !self.inReadBatch { self.flush() }
+                // Called directly when on the loop (no closure to allocate: the usual case).
+                if loop.inEventLoop {
+                    handlerReturned(token, failure, what: what, connection: connection, ordered: ordered,
+                                    isRequest: isRequest)
+                } else {
+                    loop.execute {
+                        self.handlerReturned(token, failure, what: what, connection: connection, ordered: ordered,
+                                             isRequest: isRequest)
+                    }
                 }
-                if loop.inEventLoop { report() } else { loop.execute(report) }
             }
             let finished = inlineRunFinished
             (inlineRun, inlineRunFinished) = (outerRun, outerFinished)
             return !finished
         }
+    }
+
+    /// An async handler has returned, on the loop; `token` tells whether it did before `run` did.
+    private func handlerReturned(_ token: Int, _ failure: Error?, what: String, connection: UInt64?,
+                                 ordered: UInt64?, isRequest: Bool) {
+        let inline = inlineRun == token
+        if inline { inlineRunFinished = true }
+        if let failure { handlerFailed(what, connection, failure) }
+        complete(isRequest: isRequest, connection: connection, ordered: ordered, later: !inline)
+        if !inReadBatch { flush() }
     }
 
     /// A handler has returned. `later`: in a turn after the one that started it.
