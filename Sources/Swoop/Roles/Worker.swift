@@ -561,16 +561,23 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             } catch {
                 outcome = .error("\(error)")
             }
-            let report: @Sendable () -> Void = { [self] in
-                self.finishTask(id, outcome, source: task.sourceWorkerId)
-                self.answeredTasks.remove(id)
-                self.running -= 1
-                self.countServed()
-                if !self.inReadBatch { self.flush() }
-                if self.stopRequested { self.finishStopIfIdle() }
+            // Called directly when on the loop (no closure to allocate: the usual case).
+            if loop.inEventLoop {
+                taskReturned(id, outcome, source: task.sourceWorkerId)
+            } else {
+                loop.execute { self.taskReturned(id, outcome, source: task.sourceWorkerId) }
             }
-            if loop.inEventLoop { report() } else { loop.execute(report) }
         }
+    }
+
+    /// A task's handler has returned, on the loop.
+    private func taskReturned(_ id: UInt64, _ outcome: TaskOutcome, source: Int) {
+        finishTask(id, outcome, source: source)
+        answeredTasks.remove(id)
+        running -= 1
+        countServed()
+        if !inReadBatch { flush() }
+        if stopRequested { finishStopIfIdle() }
     }
 
     /// Sends a task's result once (a `finish()` call and the handler's return both end here).
