@@ -16,14 +16,18 @@ final class EpollSocketTests: XCTestCase {
         let reads = NIOLockedValueBox(0)
         let closed: EventLoopPromise<String>
         init(closed: EventLoopPromise<String>) { self.closed = closed }
+        /// Signalled after each read handed over.
+        let arrived = DispatchSemaphore(value: 0)
+        /// Signalled when the peer's half-close is reported.
+        let inputClosed = DispatchSemaphore(value: 0)
         func socketReceived(_ bytes: ByteBuffer) {
             var bytes = bytes
             _ = received.withLockedValue { $0.writeBuffer(&bytes) }
+            arrived.signal()
         }
         func socketReadDone() { reads.withLockedValue { $0 += 1 } }
         func socketClosed(_ error: Error?) { closed.succeed(error.map { "\($0)" } ?? "eof") }
-        let inputClosed = NIOLockedValueBox(false)
-        func socketInputClosed() { inputClosed.withLockedValue { $0 = true } }
+        func socketInputClosed() { inputClosed.signal() }
     }
 
     private var loop: EpollLoop!
@@ -153,8 +157,7 @@ final class EpollSocketTests: XCTestCase {
         let link = try start(ours, recorder, allowsHalfClosure: true)
         _ = "last request".withCString { write(theirs, $0, 12) }
         shutdown(theirs, CInt(SHUT_WR))
-        for _ in 0..<200 where !recorder.inputClosed.withLockedValue({ $0 }) { usleep(10_000) }
-        XCTAssertTrue(recorder.inputClosed.withLockedValue { $0 })
+        XCTAssertEqual(recorder.inputClosed.wait(timeout: .now() + 10), .success, "the half-close is reported")
         XCTAssertEqual(String(buffer: recorder.received.withLockedValue { $0 }), "last request", "what came before the FIN")
         try loop.submit {
             link.send(ByteBuffer(string: "answer"))
@@ -170,15 +173,25 @@ final class EpollSocketTests: XCTestCase {
         defer { close(theirs) }
         let recorder = Recorder(closed: loop.makePromise())
         let link = try start(ours, recorder)
+        // A second socket on the same loop, written after the paused one: once its bytes are
+        // read, the loop has had the paused socket's readiness too (it came first).
+        let (markerOurs, markerTheirs) = try socketPair()
+        defer { close(markerTheirs) }
+        let marker = Recorder(closed: loop.makePromise())
+        let markerLink = try start(markerOurs, marker)
         try loop.submit { link.stopReading() }.wait()
         _ = "held".withCString { write(theirs, $0, 4) }
-        usleep(100_000)
+        _ = "m".withCString { write(markerTheirs, $0, 1) }
+        XCTAssertEqual(marker.arrived.wait(timeout: .now() + 10), .success)
         try loop.submit {}.wait()
         XCTAssertEqual(recorder.received.withLockedValue { $0.readableBytes }, 0, "nothing is read while paused")
         try loop.submit { link.resumeReading() }.wait()
-        for _ in 0..<200 where recorder.received.withLockedValue({ $0.readableBytes }) < 4 { usleep(10_000) }
+        XCTAssertEqual(recorder.arrived.wait(timeout: .now() + 10), .success, "what arrived meanwhile is read")
         XCTAssertEqual(String(buffer: recorder.received.withLockedValue { $0 }), "held")
-        try loop.submit { link.close(reset: false) }.wait()
+        try loop.submit {
+            link.close(reset: false)
+            markerLink.close(reset: false)
+        }.wait()
         _ = try recorder.closed.futureResult.wait()
     }
 

@@ -94,7 +94,10 @@ extension StaticFiles {
         if let range = response.bodyRange, let file {
             let region = FileRegion(fileHandle: file, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
             context.write(NIOAny(HTTPServerResponsePart.body(.fileRegion(region))), promise: nil)
-            sending = watchForTruncation(of: file, needing: range.upperBound, context: context)
+            let channel = NIOLoopBound(context, eventLoop: context.eventLoop)
+            sending = watchForTruncation(of: file, needing: range.upperBound, on: context.eventLoop) {
+                channel.value.close(promise: nil)
+            }
         }
         let watchdog = sending
         let done = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
@@ -108,24 +111,25 @@ extension StaticFiles {
         done.cascade(to: promise)
     }
 
-    /// Closes the connection if `file` shrinks below `end` while it is being sent.
+    /// Runs `truncated` (once) if `file` shrinks below `end` while NIO sends it; the caller
+    /// closes the connection then and cancels the task once the file is sent.
     ///
     /// sendfile returns 0 at the end of a file that was truncated under it, and NIO takes that
     /// as "try again when writable", which on a writable socket is at once, forever: the reactor
     /// would spin. The promised Content-Length can no longer be met anyway, so, as nginx does
     /// ("file was truncated"), the connection is closed. Replacing files by rename, as deploy
-    /// tools do, never triggers this: the open descriptor keeps the old inode.
-    private static func watchForTruncation(of file: NIOFileHandle, needing end: Int64,
-                                           context: ChannelHandlerContext) -> RepeatedTask {
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        return context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
+    /// tools do, never triggers this: the open descriptor keeps the old inode. (Swoop's own
+    /// loop sees the 0 itself: ``EpollSocket``.)
+    static func watchForTruncation(of file: NIOFileHandle, needing end: Int64, on loop: EventLoop,
+                                   _ truncated: @escaping @Sendable () -> Void) -> RepeatedTask {
+        loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
             let size = try? file.withUnsafeFileDescriptor { fd in
                 guard case .success(let info) = StaticFileSystem.status(of: fd) else { return Int64.max }
                 return Int64(info.st_size)
             }
             if let size, size < end {
                 task.cancel()
-                loopBound.value.close(promise: nil)
+                truncated()
             }
         }
     }

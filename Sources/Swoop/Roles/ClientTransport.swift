@@ -199,27 +199,14 @@ final class ChannelTransport: ChannelInboundHandler, ClientTransport, @unchecked
         filesInFlight += 1
         output.write(wrapOutboundOut(.fileRegion(FileRegion(fileHandle: handle, readerIndex: offset, endIndex: end))),
                      promise: sent)
-        let watchdog = watchForTruncation(handle, needing: Int64(end))
+        let transport = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let watchdog = StaticFiles.watchForTruncation(of: handle, needing: Int64(end), on: channel.eventLoop) {
+            transport.value.connection.failed(FileTruncatedError())
+        }
         sent.futureResult.whenComplete { [self] _ in
             filesInFlight -= 1
             watchdog.cancel()
             try? handle.close()
-        }
-    }
-
-    /// Closes the connection if the file being sent shrinks below `end`: sendfile then
-    /// returns 0, which NIO takes as "try again when writable", at once, forever.
-    private func watchForTruncation(_ file: NIOFileHandle, needing end: Int64) -> RepeatedTask {
-        let transport = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        return channel.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
-            let size = try? file.withUnsafeFileDescriptor { fd -> Int64 in
-                var info = stat()
-                return fstat(fd, &info) == 0 ? Int64(info.st_size) : Int64.max
-            }
-            if let size, size < end {
-                task.cancel()
-                transport.value.connection.failed(FileTruncatedError())
-            }
         }
     }
 

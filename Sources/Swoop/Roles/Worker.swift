@@ -6,7 +6,6 @@ import CSwoop
 import Foundation
 import Logging
 import NIOCore
-import NIOPosix
 
 /// A worker or task worker process: it connects to the master, runs the user's handlers for
 /// what the master dispatches, and stops gracefully on SIGTERM.
@@ -27,7 +26,7 @@ struct WorkerProcess {
         }
         // Swoop's own loop: the IPC link and, in base mode, the client connections (line
         // protocols and HTTP alike) are its sockets.
-        let loop: EventLoop
+        let loop: EpollLoop
         do {
             loop = try EpollLoop.start(name: "worker loop")
         } catch {
@@ -71,16 +70,14 @@ enum ExitCode {
 /// The worker's side of the IPC connection and the dispatcher of its handlers. All of its
 /// state is touched only on its event loop.
 /// The state on the request path skips the run-time exclusivity check (see ``EpollSocket``).
-final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-
+final class WorkerRuntime: @unchecked Sendable {
     let server: Server
-    let loop: EventLoop
+    let loop: EpollLoop
     let pump: EventPump
     /// Where async handlers resume after an `await`: this worker's loop.
     private let executor: LoopTaskExecutor
     /// The connection to the master, once made.
-    private var output: MasterOutput?
+    private var output: EpollSocket?
     private var logger: Logger { server.logger }
     private var handlers: Handlers { server.handlers }
 
@@ -143,7 +140,7 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
     private enum ConnectionsState { case open, closing, closed }
     private var connectionsState = ConnectionsState.open
 
-    init(server: Server, loop: EventLoop, pump: EventPump) {
+    init(server: Server, loop: EpollLoop, pump: EventPump) {
         self.server = server
         self.loop = loop
         self.pump = pump
@@ -168,23 +165,11 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
             break
         }
         let fd = try Syscall.connectAbstract(context.ipcAddress)
-        let output: MasterOutput
-        if let loop = loop as? EpollLoop {
-            output = try loop.submit {
-                let link = EpollSocket(fd: fd, loop: loop, delegate: self)
-                try link.start()
-                return link
-            }.wait()
-        } else {
-            let channel = try ClientBootstrap(group: loop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(self)
-                    }
-                }
-                .withConnectedSocket(fd).wait()
-            output = ChannelOutput(channel)
-        }
+        let output = try loop.submit {
+            let link = EpollSocket(fd: fd, loop: self.loop, delegate: self)
+            try link.start()
+            return link
+        }.wait()
         try loop.submit {
             self.output = output
             self.write(.hello(role: context.role, workerId: context.workerId, generation: context.generation,
@@ -261,14 +246,6 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: Incoming
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        do {
-            try read(unwrapInboundIn(data))
-        } catch {
-            errorCaught(context: context, error: error)
-        }
-    }
-
     private func read(_ bytes: ByteBuffer) throws {
         inReadBatch = true
         try reader.read(bytes) { message in handle(message) }
@@ -310,17 +287,9 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        readDone()
-    }
-
     private func readDone() {
         inReadBatch = false
         flush()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        masterGone()
     }
 
     private func masterGone() -> Never {
@@ -329,11 +298,6 @@ final class WorkerRuntime: ChannelInboundHandler, @unchecked Sendable {
         queries.removeAll()
         if !stopRequested { logger.info("the master closed the connection; exiting") }
         exit(0)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logger.error("IPC error: \(error)")
-        context.close(promise: nil)
     }
 
     /// Handles one event of a connection whose previous events are all handled; the events
@@ -688,32 +652,5 @@ extension WorkerRuntime: EpollSocketDelegate {
     func socketClosed(_ error: Error?) {
         if let error { logger.error("IPC error: \(error)") }
         masterGone()
-    }
-}
-
-/// Where a worker's frames to the master go.
-protocol MasterOutput: AnyObject, Sendable {
-    /// Sends a batch of encoded frames, in order after the batches sent before.
-    func send(_ batch: ByteBuffer)
-    /// Runs `body` on the loop once everything sent has reached the socket, or cannot.
-    func whenSent(_ body: @escaping () -> Void)
-}
-
-extension EpollSocket: MasterOutput {}
-
-/// The worker's link as a NIO channel (a base-mode worker with an HTTP listener, whose loop
-/// is NIO's).
-final class ChannelOutput: MasterOutput {
-    private let channel: Channel
-
-    init(_ channel: Channel) { self.channel = channel }
-
-    func send(_ batch: ByteBuffer) {
-        channel.writeAndFlush(batch, promise: nil)
-    }
-
-    func whenSent(_ body: @escaping () -> Void) {
-        let body = NIOLoopBound(body, eventLoop: channel.eventLoop)
-        channel.writeAndFlush(channel.allocator.buffer(capacity: 0)).whenComplete { _ in body.value() }
     }
 }

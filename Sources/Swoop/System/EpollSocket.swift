@@ -53,7 +53,7 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     /// False while `stopReading` holds: what arrives stays in the socket.
     @exclusivity(unchecked) private var reading = true
     /// The peer shut down its sending side (only seen where half-closure is allowed).
-    @exclusivity(unchecked) private(set) var inputClosed = false
+    @exclusivity(unchecked) private var inputClosed = false
     /// A read of 0 (the peer's FIN) is reported to the delegate, and writing goes on, rather
     /// than closing the socket: an HTTP client may send its last request and shut down its end.
     private let allowsHalfClosure: Bool
@@ -197,7 +197,7 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         guard !reading, !inputClosed, !isClosed else { return }
         reading = true
         // Re-arming the edge-triggered watch reports what is already there.
-        loop.rewatch(fd, events: EpollLoop.readable | (waitingForSpace ? EpollLoop.writable : 0))
+        rearm()
     }
 
     /// Sends a FIN once everything queued has been sent; reading goes on.
@@ -260,7 +260,7 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         }
         if unsent.isEmpty && waitingForSpace && !isClosed {
             waitingForSpace = false
-            loop.rewatch(fd, events: EpollLoop.readable)
+            rearm()
         }
         if unsent.isEmpty && !whenAllSent.isEmpty {
             let bodies = whenAllSent
@@ -273,7 +273,13 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     private func waitForSpace() {
         guard !waitingForSpace else { return }
         waitingForSpace = true
-        loop.rewatch(fd, events: (reading ? EpollLoop.readable : 0) | EpollLoop.writable)
+        rearm()
+    }
+
+    /// Watches for what the socket waits for now: input unless reading stopped, room while
+    /// a write waits for it.
+    private func rearm() {
+        loop.rewatch(fd, events: (reading ? EpollLoop.readable : 0) | (waitingForSpace ? EpollLoop.writable : 0))
     }
 
     private func close(_ error: Error?) {
