@@ -31,7 +31,7 @@ final class HTTPSessionTests: XCTestCase {
                                logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         reactor = Reactor(id: 0, loop: loop, core: host)
         workerLink = EmbeddedChannel(loop: loop)
-        reactor.publish([WorkerEndpoint(role: .worker, workerId: 0, generation: 1, pid: 1, channel: workerLink)])
+        reactor.publish([WorkerEndpoint(role: .worker, workerId: 0, generation: 1, pid: 1, link: EmbeddedLink(workerLink))])
     }
 
     override func tearDown() {
@@ -128,4 +128,14 @@ final class HTTPSessionTests: XCTestCase {
         answer(session, sequence: 1, "A")
         XCTAssertTrue(responses(from: channel).hasSuffix("\r\n\r\nA"))
     }
+}
+
+/// The worker's IPC link as an `EmbeddedChannel`: the frames a reactor writes for the worker
+/// are read back from the channel's outbound side.
+private final class EmbeddedLink: FrameOutput, @unchecked Sendable {
+    let channel: EmbeddedChannel
+    init(_ channel: EmbeddedChannel) { self.channel = channel }
+    var loop: EventLoop { channel.eventLoop }
+    var isOpen: Bool { channel.isActive }
+    func write(_ frames: ByteBuffer) { channel.writeAndFlush(frames, promise: nil) }
 }

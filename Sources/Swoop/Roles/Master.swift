@@ -22,8 +22,12 @@ final class Master: MasterEvents, @unchecked Sendable {
     private(set) var managerPid: Int32 = 0
     private var core: MasterCore!
     private var acceptor: Acceptor?
-    /// The IPC listener and the UDP sockets.
-    private var serverChannels: [Channel] = []
+    /// The IPC listener, on the first reactor's loop.
+    private var ipcListener: EpollListener?
+    /// The control socket, on a NIO loop of its own (it is rarely used, and its SO_PEERCRED
+    /// check and line protocol are NIO handlers).
+    private var controlGroup: MultiThreadedEventLoopGroup?
+    private var controlChannel: Channel?
     /// The TCP and Unix listeners, served by the acceptor.
     private var streamListeners: [(fd: CInt, index: Int)] = []
     private var context: ProcessContext
@@ -90,20 +94,14 @@ final class Master: MasterEvents, @unchecked Sendable {
         try spawnManager(listening: inherited)
         inherited.compactMap { $0 }.forEach(Syscall.close)
 
-        core = MasterCore(settings: settings, listeners: server.listeners, logger: logger,
-                          token: context.token, events: self)
-        let maxFrame = settings.maxIPCFrameLength
+        core = try MasterCore(settings: settings, listeners: server.listeners, logger: logger,
+                              token: context.token, events: self)
         let core = self.core!
-        let ipcChannel = try ServerBootstrap(group: core.reactorGroup.base)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(WorkerLinkHandler(core: core, maxFrameLength: maxFrame))
-                }
-            }
-            .withBoundSocket(ipcListener).wait()
-        serverChannels.append(ipcChannel)
+        try startIPC(ipcListener)
         do {
-            serverChannels.append(try ControlServer.start(on: core.reactors[0].loop, actions: self, logger: logger))
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            controlGroup = group
+            controlChannel = try ControlServer.start(on: group.next(), actions: self, logger: logger)
         } catch {
             // The server is still useful without it; only stop/reload/status need it.
             logger.warning("no control socket: \(error)")
@@ -152,20 +150,46 @@ final class Master: MasterEvents, @unchecked Sendable {
         managerPid = try Spawner.spawn(command)
     }
 
+    /// Accepts the workers', task workers' and manager's IPC connections on the first
+    /// reactor, and spreads the links over the reactors in turn.
+    private func startIPC(_ fd: CInt) throws {
+        let core = self.core!
+        let loops = core.reactorGroup.loops
+        let maxFrame = settings.maxIPCFrameLength
+        let logger = self.logger
+        var next = 0
+        let listener = EpollListener(fd: fd, loop: loops[0], logger: logger) { connection in
+            let loop = loops[next % loops.count]
+            next += 1
+            loop.execute {
+                let link = MasterLink(fd: connection, loop: loop, core: core, maxFrameLength: maxFrame)
+                do {
+                    try link.start()
+                } catch {
+                    logger.error("cannot serve an IPC connection: \(error)")
+                    Syscall.close(connection)
+                }
+            }
+        }
+        try loops[0].submit { try listener.start() }.wait()
+        ipcListener = listener
+    }
+
     private func startListener(index: Int, _ listener: ListenerConfig, socket: CInt) throws {
         let core = self.core!
         switch listener.type {
         case .udp:
             let reactor = core.reactors[index % core.reactors.count]
-            let channel = try DatagramBootstrap(group: reactor.loop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(DatagramHandler(listener: index, reactor: reactor))
-                    }
-                }
-                .withBoundSocket(socket).wait()
-            core.datagramChannels.withLockedValue { $0[index] = channel }
-            serverChannels.append(channel)
+            let stats = core.stats
+            let logger = self.logger
+            let datagrams = DatagramSocket(fd: socket, loop: core.reactorGroup.loops[reactor.id]) { data, ip, port in
+                stats.totalRecvBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
+                reactor.dispatchPacket(listener: index, address: ip, port: port, data: data)
+            } failed: { error in
+                logger.warning("UDP listener \(index): \(error)")
+            }
+            try reactor.loop.submit { try datagrams.start() }.wait()
+            core.datagramSockets.withLockedValue { $0[index] = datagrams }
         case .tcp, .unixStream:
             streamListeners.append((socket, index))
         }
@@ -342,9 +366,14 @@ extension Master: ControlActions {
         shutdownDeadline = nil
         metricsTask?.cancel()
         for done in core.reloads.withLockedValue({ $0.cancelAll() }) { done(nil) }
-        for channel in serverChannels { try? channel.close().wait() }
+        try? controlChannel?.close().wait()
+        try? controlGroup?.syncShutdownGracefully()
+        if let ipcListener { try? core.reactors[0].loop.submit { ipcListener.close() }.wait() }
+        for datagrams in core.datagramSockets.withLockedValue({ Array($0.values) }) {
+            try? datagrams.loop.submit { datagrams.close() }.wait()
+        }
         core.closeEverything()
-        try? core.reactorGroup.base.syncShutdownGracefully()
+        core.reactorGroup.shutdown()
         // Workers of a manager that died were re-parented to the master (a subreaper): they
         // die with their parent (PR_SET_PDEATHSIG), and the master reaps them.
         Syscall.reapAllChildren(within: .seconds(2))

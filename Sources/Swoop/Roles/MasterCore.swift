@@ -26,14 +26,14 @@ final class MasterCore: @unchecked Sendable {
     /// Numbers the connections; the id is `sequence * reactorNum + reactor`.
     let connectionSequence = ManagedAtomic<UInt64>(0)
     /// UDP listeners by listener index, set once they are bound.
-    let datagramChannels = NIOLockedValueBox<[Int: Channel]>([:])
+    let datagramSockets = NIOLockedValueBox<[Int: DatagramSocket]>([:])
 
     private let lock = NIOLock()
     /// Set when the master stops: no more work is scheduled on the reactors, so that their
     /// loops can be shut down without leaving a promise behind.
     let closing = ManagedAtomic(false)
     /// Every open IPC connection (workers of all generations and the manager).
-    private var links: [ObjectIdentifier: Channel] = [:]
+    private var links: [ObjectIdentifier: MasterLink] = [:]
     private var current: [WorkerEndpoint?]
     /// New generations waiting for the manager's word to take over their slot.
     private var standby: [Int: WorkerEndpoint] = [:]
@@ -44,18 +44,18 @@ final class MasterCore: @unchecked Sendable {
     /// Base mode: each live worker's counters as last reported, and those of workers gone.
     private var workerCounters: [Int: ConnectionCounters] = [:]
     private var goneCounters = ConnectionCounters()
-    private var managerChannel: Channel?
+    private var managerLink: MasterLink?
     /// Called on the main thread's pump.
     let events: MasterEvents
 
-    init(settings: ServerSettings, listeners: [ListenerConfig], logger: Logger, token: UInt64, events: MasterEvents) {
+    init(settings: ServerSettings, listeners: [ListenerConfig], logger: Logger, token: UInt64, events: MasterEvents) throws {
         self.settings = settings
         self.listeners = listeners
         self.logger = logger
         self.token = token
         self.events = events
         self.host = ReactorHost(settings: settings, listeners: listeners, logger: logger)
-        self.reactorGroup = ReactorGroup(threads: settings.reactorNum)
+        self.reactorGroup = try ReactorGroup(threads: settings.reactorNum)
         self.tasks = TaskScheduler(logger: logger, concurrency: settings.taskWorkerConcurrency)
         current = Array(repeating: nil, count: settings.workerNum + settings.taskWorkerNum)
         reactors = reactorGroup.loops.enumerated().map { Reactor(id: $0.offset, loop: $0.element, core: host) }
@@ -78,7 +78,7 @@ final class MasterCore: @unchecked Sendable {
         let placement = lock.withLock { () -> Placement in
             guard endpoint.workerId >= 0, endpoint.workerId < current.count else { return .stale }
             if isBase && endpoint.role == .worker { owners[endpoint.generation] = endpoint }
-            if let existing = current[endpoint.workerId], existing.channel.isActive {
+            if let existing = current[endpoint.workerId], existing.link.isOpen {
                 if existing.generation >= endpoint.generation { return .stale }
                 standby[endpoint.workerId] = endpoint
                 return .standby
@@ -220,7 +220,7 @@ final class MasterCore: @unchecked Sendable {
             // Through the link's task queue: a task written to it from another thread before
             // the retirement is queued there, and must reach the worker before the
             // acknowledgement, or the worker would exit without it.
-            return endpoint.channel.eventLoop.submit {}
+            return endpoint.link.loop.submit {}
         }
         lock.withLock {
             if current[endpoint.workerId] === endpoint { current[endpoint.workerId] = nil }
@@ -228,7 +228,7 @@ final class MasterCore: @unchecked Sendable {
         // Published even when the table did not change here: a successor's activation may
         // still be on its way to some reactor, which until then dispatches to this worker.
         // Once every reactor has applied this table, none does.
-        return publish(on: endpoint.channel.eventLoop)
+        return publish(on: endpoint.link.loop)
     }
 
     func endpoint(_ workerId: Int) -> WorkerEndpoint? {
@@ -273,25 +273,24 @@ final class MasterCore: @unchecked Sendable {
     }
 
     func sendDatagram(listener: Int, address: String, port: Int, data: ByteBuffer) {
-        guard let channel = datagramChannels.withLockedValue({ $0[listener] }) else {
+        guard let socket = datagramSockets.withLockedValue({ $0[listener] }) else {
             logger.warning("sendto on listener \(listener), which is not a UDP listener")
             return
         }
         do {
-            let remote = try SocketAddress(ipAddress: address, port: port)
+            try socket.send(data, toIP: address, port: port)
             stats.totalSendBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
-            channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: data), promise: nil)
         } catch {
             logger.warning("sendto \(address):\(port): \(error)")
         }
     }
 
-    func linkOpened(_ channel: Channel) {
-        lock.withLock { links[ObjectIdentifier(channel)] = channel }
+    func linkOpened(_ link: MasterLink) {
+        lock.withLock { links[ObjectIdentifier(link)] = link }
     }
 
-    func linkClosed(_ channel: Channel) {
-        lock.withLock { _ = links.removeValue(forKey: ObjectIdentifier(channel)) }
+    func linkClosed(_ link: MasterLink) {
+        lock.withLock { _ = links.removeValue(forKey: ObjectIdentifier(link)) }
     }
 
     /// Closes every IPC connection and every client connection, and waits until they are
@@ -310,17 +309,17 @@ final class MasterCore: @unchecked Sendable {
             }.wait()
         }
         let open = lock.withLock { Array(links.values) }
-        for channel in open {
-            channel.close(promise: nil)
-            try? channel.closeFuture.wait()
+        for link in open {
+            link.close()
+            try? link.closeFuture.wait()
         }
         for reactor in reactors { try? reactor.loop.submit {}.wait() }
     }
 
     // MARK: Manager
 
-    func managerLinked(_ channel: Channel) {
-        lock.withLock { managerChannel = channel }
+    func managerLinked(_ link: MasterLink) {
+        lock.withLock { managerLink = link }
     }
 
     /// Who waits for the outcome of which reload (the control socket's `reload`).
@@ -337,17 +336,17 @@ final class MasterCore: @unchecked Sendable {
     }
 
     func managerLinkLost() {
-        lock.withLock { managerChannel = nil }
+        lock.withLock { managerLink = nil }
         events.managerLinkLost()
     }
 
     /// Sends a message to the manager; false when it is not connected.
     @discardableResult
     func sendToManager(_ message: IPCMessage) -> Bool {
-        guard let channel = lock.withLock({ managerChannel }) else { return false }
-        var frame = channel.allocator.buffer(capacity: 32)
+        guard let link = lock.withLock({ managerLink }) else { return false }
+        var frame = ByteBufferAllocator().buffer(capacity: 32)
         IPCCodec.encode(message, into: &frame)
-        channel.writeAndFlush(frame, promise: nil)
+        link.write(frame)
         return true
     }
 

@@ -6,16 +6,23 @@ import NIOPosix
 
 /// The master's reactor threads and how many connections each holds, so that the
 /// acceptor can hand each new connection to the least loaded one.
+///
+/// Each reactor thread runs Swoop's own loop (``EpollLoop``), which carries the client
+/// sockets, the IPC links and the UDP sockets: SwiftNIO's channel pipeline cost the master
+/// about a third of its instructions per request (Benchmarks/README.md).
 final class ReactorGroup: Sendable {
-    let base: MultiThreadedEventLoopGroup
-    let loops: [EventLoop]
+    let loops: [EpollLoop]
     /// Open connections per reactor; counted up on hand-over, down on close.
     let load: [ManagedAtomic<Int>]
 
-    init(threads: Int) {
-        base = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        loops = base.makeIterator().map { $0 }
+    init(threads: Int) throws {
+        loops = try (0..<threads).map { try EpollLoop.start(name: "swoop-reactor-\($0)") }
         load = loops.map { _ in ManagedAtomic(0) }
+    }
+
+    /// Stops the loops once the tasks queued on them have run.
+    func shutdown() {
+        for loop in loops { try? loop.syncShutdownGracefully() }
     }
 
     /// The index of the reactor with the fewest connections, now counted as holding one more.
@@ -172,9 +179,14 @@ final class Reactor: @unchecked Sendable {
         let listener = core.listeners[index]
         let framing = listener.protocol ?? core.settings.protocol
         let outputLimit = core.settings.bufferOutputSize
-        if let loop = loop as? EpollLoop {
-            try? Syscall.setSocketOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, CInt(listener.type == .tcp ? 1 : 0))
-            let peer = Syscall.peerAddress(fd)
+        guard let loop = loop as? EpollLoop else {
+            preconditionFailure("a reactor takes sockets over on Swoop's own loop only")
+        }
+        // Done on the accepting thread, before the hand-over: the reactor's loop serves
+        // the connections it has meanwhile.
+        if listener.type == .tcp { try? Syscall.setSocketOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, CInt(1)) }
+        let peer = Syscall.peerAddress(fd)
+        let start: @Sendable () -> Void = { [self] in
             let connection = ClientConnection(id: id, sequence: sequence, listener: index, reactor: self,
                                               remoteIP: peer.ip, remotePort: peer.port, serverPort: serverPort,
                                               framing: framing)
@@ -190,25 +202,8 @@ final class Reactor: @unchecked Sendable {
                 connection.transport = nil
                 closed()
             }
-            return
         }
-        let adopted = ClientBootstrap(group: loop)
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: listener.type == .tcp ? 1 : 0)
-            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: outputLimit / 2, high: outputLimit))
-            // An HTTP client may shut down its sending side after its last request and still
-            // read the responses (HTTPSession closes once they are sent).
-            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: framing.openHTTPProtocol)
-            .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    channel.closeFuture.whenComplete { _ in closed() }
-                    try ChannelTransport.install(on: channel, id: id, sequence: sequence, listener: index,
-                                                 framing: framing, reactor: self, serverPort: serverPort)
-                }
-            }
-            .withConnectedSocket(fd)
-        adopted.whenFailure { [core] error in
-            core.logger.warning("could not take over an accepted connection: \(error)")
-        }
+        if loop.inEventLoop { start() } else { loop.execute(start) }
     }
 
     /// Writes a worker's reply to its client; a closed connection drops it.
@@ -641,28 +636,5 @@ final class ClientConnection: @unchecked Sendable {
     func info() -> ClientInfo {
         ClientInfo(remoteIP: remoteIP, remotePort: remotePort, reactorId: reactor.id, serverPort: serverPort,
                    connectTime: connectTime, lastReceiveTime: lastReceiveWall)
-    }
-}
-
-/// A UDP listener in the master: each datagram goes to a worker with its sender's address.
-final class DatagramHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let listener: Int
-    let reactor: Reactor
-
-    init(listener: Int, reactor: Reactor) {
-        self.listener = listener
-        self.reactor = reactor
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let envelope = unwrapInboundIn(data)
-        reactor.core.stats.totalRecvBytes.wrappingIncrement(by: envelope.data.readableBytes, ordering: .relaxed)
-        reactor.dispatchPacket(listener: listener, address: envelope.remoteAddress.ipAddress ?? "",
-                               port: envelope.remoteAddress.port ?? 0, data: envelope.data)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        reactor.core.logger.warning("UDP listener \(listener): \(error)")
     }
 }

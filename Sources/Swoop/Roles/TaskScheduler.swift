@@ -91,7 +91,7 @@ final class TaskScheduler: @unchecked Sendable {
     }
 
     private func deliver(_ task: Pending, status: TaskStatus, data: ByteBuffer) {
-        guard task.source.channel.isActive else {
+        guard task.source.link.isOpen else {
             logger.info("the result of task \(task.id) is dropped: worker \(task.source.workerId) (pid \(task.source.pid)) that asked for it is gone")
             return
         }

@@ -8,14 +8,25 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// One generation of one worker slot, as the master sees it: its IPC channel and the
+/// Where the master's frames for one process go: its IPC link (``MasterLink``), from any
+/// thread. The HTTP session's unit tests and fuzz harness put their own.
+protocol FrameOutput: AnyObject, Sendable {
+    /// The loop the link runs on.
+    var loop: EventLoop { get }
+    /// False once the link has closed; read from any thread.
+    var isOpen: Bool { get }
+    /// Writes frames (one or several back to back), in call order per calling thread.
+    func write(_ frames: ByteBuffer)
+}
+
+/// One generation of one worker slot, as the master sees it: its IPC link and the
 /// requests it holds.
 final class WorkerEndpoint: @unchecked Sendable {
     let role: ProcessRole
     let workerId: Int
     let generation: Int
     let pid: Int32
-    let channel: Channel
+    let link: FrameOutput
     /// Requests dispatched to it and not yet reported done (read lock-free by mode 3).
     let inFlight = ManagedAtomic(0)
     /// Requests (tasks, for a task worker) it has finished, for `stats()`.
@@ -31,12 +42,12 @@ final class WorkerEndpoint: @unchecked Sendable {
     /// waiting for an answer, by id.
     private let questions = NIOLockedValueBox<(next: UInt32, waiting: [UInt32: EventLoopPromise<ByteBuffer>])>((1, [:]))
 
-    init(role: ProcessRole, workerId: Int, generation: Int, pid: Int32, channel: Channel) {
+    init(role: ProcessRole, workerId: Int, generation: Int, pid: Int32, link: FrameOutput) {
         self.role = role
         self.workerId = workerId
         self.generation = generation
         self.pid = pid
-        self.channel = channel
+        self.link = link
     }
 
     /// A request of `connection` (0: a datagram) was handed to this worker.
@@ -81,7 +92,7 @@ final class WorkerEndpoint: @unchecked Sendable {
 
     /// Asks this worker about its connections; a worker that goes away answers empty.
     func ask(_ query: MasterQuery, _ argument: UInt64) -> EventLoopFuture<ByteBuffer> {
-        let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+        let promise = link.loop.makePromise(of: ByteBuffer.self)
         let id = questions.withLockedValue { state -> UInt32 in
             let id = state.next
             state.next = state.next == .max ? 1 : state.next + 1
@@ -89,7 +100,7 @@ final class WorkerEndpoint: @unchecked Sendable {
             return id
         }
         send(.request(id: id, query: query, argument: argument))
-        if !channel.isActive { dropQuestions() }
+        if !link.isOpen { dropQuestions() }
         return promise.futureResult
     }
 
@@ -106,18 +117,18 @@ final class WorkerEndpoint: @unchecked Sendable {
         for promise in waiting { promise.succeed(ByteBuffer()) }
     }
 
-    /// Writes frames (one or several back to back) and flushes them.
+    /// Writes frames (one or several back to back).
     func write(_ frames: ByteBuffer) {
-        channel.writeAndFlush(frames, promise: nil)
+        link.write(frames)
     }
 
-    /// Sends from the channel's loop, in a later turn even when called on it: for callers
-    /// that hold a lock which the channel's close handler takes (a failed write closes the
-    /// channel inline).
+    /// Sends from the link's loop, in a later turn even when called on it: for callers
+    /// that hold a lock which the link's close handling takes (a failed write closes the
+    /// link inline).
     func sendFromLoop(_ message: IPCMessage) {
         let frame = frame(message)
-        let channel = self.channel
-        channel.eventLoop.execute { channel.writeAndFlush(frame, promise: nil) }
+        let link = self.link
+        link.loop.execute { link.write(frame) }
     }
 
     func send(_ message: IPCMessage) {
@@ -125,18 +136,24 @@ final class WorkerEndpoint: @unchecked Sendable {
     }
 
     private func frame(_ message: IPCMessage) -> ByteBuffer {
-        var frame = channel.allocator.buffer(capacity: 32 + message.payloadSize)
+        var frame = ByteBufferAllocator().buffer(capacity: 32 + message.payloadSize)
         IPCCodec.encode(message, into: &frame)
         return frame
     }
 }
 
-/// The master's end of one IPC connection: a worker's, a task worker's or the manager's.
-/// Its first message must be a hello with the server's token.
-final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-
+/// The master's end of one IPC connection (a worker's, a task worker's or the manager's):
+/// a socket on one of the reactor loops. Its first message must be a hello with the
+/// server's token. Touched on its loop only, except `write`, `close` and `isOpen`.
+final class MasterLink: EpollSocketDelegate, FrameOutput, @unchecked Sendable {
     unowned let core: MasterCore
+    let epollLoop: EpollLoop
+    var loop: EventLoop { epollLoop }
+    private var socket: EpollSocket!
+    private let open = ManagedAtomic(true)
+    private let closed: EventLoopPromise<Void>
+    /// Completes once the link is closed and its endpoint unregistered.
+    var closeFuture: EventLoopFuture<Void> { closed.futureResult }
     private var reader: IPCFrameReader
     private var endpoint: WorkerEndpoint?
     private var isManager = false
@@ -144,30 +161,77 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Read once rather than per message.
     private let isBase: Bool
     private let reactorCount: Int
-    /// Process mode: the replies of this read batch, by reactor, handed over at its end.
+    /// Process mode: the replies of this read, by reactor, handed over at its end.
     private var replies: [[IPCMessage]] = []
     private var hasReplies = false
 
-    init(core: MasterCore, maxFrameLength: Int) {
+    init(fd: CInt, loop: EpollLoop, core: MasterCore, maxFrameLength: Int) {
         self.core = core
+        epollLoop = loop
+        closed = loop.makePromise()
         reader = IPCFrameReader(maxFrameLength: maxFrameLength)
         isBase = core.isBase
         reactorCount = core.reactors.count
+        socket = EpollSocket(fd: fd, loop: loop, delegate: self)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        do {
-            try reader.read(unwrapInboundIn(data)) { message in
-                if !rejected { handle(message, context: context) }
-            }
-        } catch {
-            errorCaught(context: context, error: error)
+    /// Starts reading; on its loop.
+    func start() throws {
+        try socket.start()
+        core.linkOpened(self)
+    }
+
+    var isOpen: Bool { open.load(ordering: .relaxed) }
+
+    func write(_ frames: ByteBuffer) {
+        if epollLoop.inEventLoop {
+            socket.send(frames)
+        } else {
+            epollLoop.execute { self.socket.send(frames) }
         }
     }
 
-    private func handle(_ message: IPCMessage, context: ChannelHandlerContext) {
+    /// Closes the link, from any thread.
+    func close() {
+        if epollLoop.inEventLoop {
+            socket.close(reset: false)
+        } else {
+            epollLoop.execute { self.socket.close(reset: false) }
+        }
+    }
+
+    func socketReceived(_ bytes: ByteBuffer) {
+        do {
+            try reader.read(bytes) { message in
+                if !rejected { handle(message) }
+            }
+        } catch {
+            core.logger.error("IPC connection of worker \(endpoint?.workerId ?? -1): \(error); closing it")
+            socket.close(reset: false)
+        }
+    }
+
+    func socketReadDone() {
+        handOverReplies()
+    }
+
+    func socketClosed(_ error: Error?) {
+        open.store(false, ordering: .relaxed)
+        // The last replies of a worker that exited go out before its clients are told.
+        handOverReplies()
+        core.linkClosed(self)
         if let endpoint {
-            route(message, from: endpoint, context: context)
+            core.unregister(endpoint)
+            // It holds this link: let go of each other.
+            self.endpoint = nil
+        }
+        if isManager { core.managerLinkLost() }
+        closed.succeed(())
+    }
+
+    private func handle(_ message: IPCMessage) {
+        if let endpoint {
+            route(message, from: endpoint)
             return
         }
         if isManager {
@@ -187,21 +251,20 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         guard case let .hello(role, workerId, generation, pid, token) = message, token == core.token else {
             core.logger.error("rejected an IPC connection that did not identify itself")
             rejected = true
-            context.close(promise: nil)
+            socket.close(reset: false)
             return
         }
         if role == .manager {
             isManager = true
-            core.managerLinked(context.channel)
+            core.managerLinked(self)
             return
         }
-        let endpoint = WorkerEndpoint(role: role, workerId: workerId, generation: generation, pid: pid,
-                                      channel: context.channel)
+        let endpoint = WorkerEndpoint(role: role, workerId: workerId, generation: generation, pid: pid, link: self)
         self.endpoint = endpoint
         core.register(endpoint)
     }
 
-    private func route(_ message: IPCMessage, from endpoint: WorkerEndpoint, context: ChannelHandlerContext) {
+    private func route(_ message: IPCMessage, from endpoint: WorkerEndpoint) {
         switch message {
         case .send(let connection, _), .httpResponse(let connection, _, _, _, _, _), .httpBody(let connection, _, _, _),
              .httpSendfile(let connection, _, _, _, _, _, _, _, _), .closeConnection(let connection, _):
@@ -238,11 +301,6 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        handOverReplies()
-        context.fireChannelReadComplete()
-    }
-
     private func handOverReplies() {
         guard hasReplies else { return }
         hasReplies = false
@@ -251,25 +309,6 @@ final class WorkerLinkHandler: ChannelInboundHandler, @unchecked Sendable {
             replies[index].removeAll(keepingCapacity: true)
             core.reactors[index].onLoop { $0.apply(batch: batch) }
         }
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        core.linkOpened(context.channel)
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        // The last replies of a worker that exited go out before its clients are told.
-        handOverReplies()
-        core.linkClosed(context.channel)
-        if let endpoint { core.unregister(endpoint) }
-        if isManager { core.managerLinkLost() }
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        core.logger.error("IPC connection of worker \(endpoint?.workerId ?? -1): \(error); closing it")
-        context.close(promise: nil)
     }
 }
 

@@ -58,6 +58,77 @@ enum Syscall {
         _ = try retrying("shutdown", "fd \(fd)") { Glibc.shutdown(fd, CInt(SHUT_WR)) }
     }
 
+    /// Accepts a connection, non-blocking and close-on-exec; `nil` means none is waiting.
+    static func accept(_ listener: CInt) throws -> CInt? {
+        try nonBlocking("accept4", listener) { Int(cswoop_accept(listener)) }.map { CInt($0) }
+    }
+
+    /// Receives one datagram into `buffer` and says who sent it; `nil` means none is waiting.
+    static func receive(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer,
+                        from sender: inout sockaddr_storage) throws -> Int? {
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        return try withUnsafeMutablePointer(to: &sender) { storage in
+            try storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                try nonBlocking("recvfrom", fd) { recvfrom(fd, buffer.baseAddress, buffer.count, 0, address, &length) }
+            }
+        }
+    }
+
+    /// Sends one datagram to `address`; `nil` means the socket's buffer is full.
+    static func send(_ fd: CInt, _ bytes: UnsafeRawBufferPointer, to address: sockaddr_storage) throws -> Int? {
+        var address = address
+        let length = socklen_t(address.ss_family == sa_family_t(AF_INET6)
+            ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        return try withUnsafePointer(to: &address) { storage in
+            try storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                try nonBlocking("sendto", fd) { sendto(fd, bytes.baseAddress, bytes.count, 0, address, length) }
+            }
+        }
+    }
+
+    /// An IPv4 or IPv6 address as text and port, as clients see them; nil for another family.
+    static func text(of address: sockaddr_storage) -> (ip: String, port: Int)? {
+        var address = address
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        return withUnsafePointer(to: &address) { storage -> (String, Int)? in
+            switch Int32(storage.pointee.ss_family) {
+            case AF_INET:
+                return storage.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
+                    var bytes = v4.pointee.sin_addr
+                    guard inet_ntop(AF_INET, &bytes, &text, socklen_t(text.count)) != nil else { return nil }
+                    return (cText(text), Int(UInt16(bigEndian: v4.pointee.sin_port)))
+                }
+            case AF_INET6:
+                return storage.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
+                    var bytes = v6.pointee.sin6_addr
+                    guard inet_ntop(AF_INET6, &bytes, &text, socklen_t(text.count)) != nil else { return nil }
+                    return (cText(text), Int(UInt16(bigEndian: v6.pointee.sin6_port)))
+                }
+            default:
+                return nil
+            }
+        }
+    }
+
+    /// The socket address of a numeric IPv4 or IPv6 address and a port; nil if `ip` is neither.
+    static func address(ip: String, port: Int) -> sockaddr_storage? {
+        var storage = sockaddr_storage()
+        let found = withUnsafeMutablePointer(to: &storage) { storage -> Bool in
+            if storage.withMemoryRebound(to: sockaddr_in.self, capacity: 1, { v4 in
+                v4.pointee.sin_family = sa_family_t(AF_INET)
+                v4.pointee.sin_port = UInt16(truncatingIfNeeded: port).bigEndian
+                return inet_pton(AF_INET, ip, &v4.pointee.sin_addr) == 1
+            }) { return true }
+            storage.pointee = sockaddr_storage()
+            return storage.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
+                v6.pointee.sin6_family = sa_family_t(AF_INET6)
+                v6.pointee.sin6_port = UInt16(truncatingIfNeeded: port).bigEndian
+                return inet_pton(AF_INET6, ip, &v6.pointee.sin6_addr) == 1
+            }
+        }
+        return found ? storage : nil
+    }
+
     /// Runs `body` until it stops failing with EINTR; would-block is `nil`.
     private static func nonBlocking(_ call: String, _ fd: CInt, _ body: () -> Int) throws -> Int? {
         while true {
@@ -203,10 +274,12 @@ enum Syscall {
             }
         }
         guard found else { return ("unix", 0) }
-        func text(_ bytes: [CChar]) -> String {
-            String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        }
-        return (text(host), Int(text(service)) ?? 0)
+        return (cText(host), Int(cText(service)) ?? 0)
+    }
+
+    /// The text of a NUL-terminated C string filled in by a call.
+    private static func cText(_ bytes: [CChar]) -> String {
+        String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Sets a socket option (`value` is the option's C type: `CInt`, `linger`, …).

@@ -47,7 +47,7 @@ public enum HTTPFuzz {
                                    logger: logger)
             reactor = Reactor(id: 0, loop: loop, core: host)
             workerLink = EmbeddedChannel(loop: loop)
-            endpoint = WorkerEndpoint(role: .worker, workerId: 0, generation: 1, pid: 1, channel: workerLink)
+            endpoint = WorkerEndpoint(role: .worker, workerId: 0, generation: 1, pid: 1, link: EmbeddedLink(workerLink))
             reactor.publish([endpoint])
             (documentRoot, realRoot) = Fixture.makeDocumentRoot()
         }
@@ -327,4 +327,14 @@ public enum HTTPFuzz {
             }
         }
     }
+}
+
+/// The worker's IPC link as an `EmbeddedChannel`: the frames a reactor writes for the worker
+/// are read back from the channel's outbound side.
+private final class EmbeddedLink: FrameOutput, @unchecked Sendable {
+    let channel: EmbeddedChannel
+    init(_ channel: EmbeddedChannel) { self.channel = channel }
+    var loop: EventLoop { channel.eventLoop }
+    var isOpen: Bool { channel.isActive }
+    func write(_ frames: ByteBuffer) { channel.writeAndFlush(frames, promise: nil) }
 }
