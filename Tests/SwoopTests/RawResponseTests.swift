@@ -111,4 +111,20 @@ final class RawResponseTests: XCTestCase {
         XCTAssertNil(raw(200, [], body: "", request: request(HTTPVersion(major: 2, minor: 0))), "not HTTP/1")
         XCTAssertNil(raw(100, [], body: "", request: request()), "an interim status")
     }
+
+    /// The token and field-value rules, byte by byte, against RFC 9110's grammar written out.
+    func testTokenAndFieldValueBytes() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        for byte in UInt8(0)..<128 {
+            let text = String(decoding: [UInt8(ascii: "a"), byte, UInt8(ascii: "z")], as: UTF8.self)
+            XCTAssertEqual(RawResponse.isToken(text), tchar.contains(byte), "byte \(byte) in a name")
+            XCTAssertEqual(RawResponse.isFieldValue(text), byte == 9 || (byte >= 0x20 && byte != 0x7F), "byte \(byte) in a value")
+        }
+        XCTAssertFalse(RawResponse.isToken("caf\u{E9}"), "non-ASCII is no token")
+        XCTAssertTrue(RawResponse.isFieldValue("caf\u{E9}"), "obs-text is allowed in a value")
+        XCTAssertFalse(RawResponse.isToken(""))
+        // A bridged or substring-made string may not be contiguous: the same answers.
+        let long = String(repeating: "X-Custom-Header-", count: 8)
+        XCTAssertTrue(RawResponse.isToken(String(long.dropFirst(2))))
+    }
 }

@@ -157,25 +157,27 @@ enum RawResponse {
 
     /// RFC 9110 token characters, the rule NIO's header validator applies to names.
     static func isToken(_ text: String) -> Bool {
-        !text.utf8.isEmpty && text.utf8.allSatisfy(isTokenByte)
+        !text.utf8.isEmpty && allBytes(of: text, satisfy: isTokenByte)
     }
 
+    /// One bit per ASCII byte, set for the token characters (ALPHA, DIGIT and
+    /// ``!#$%&'*+-.^_`|~``): two shifts where a switch over the ranges took a dozen branches.
+    @inline(__always)
     private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
-        }
+        let low: UInt64 = 0x03ff_6cfa_0000_0000, high: UInt64 = 0x57ff_ffff_c7ff_fffe
+        return byte < 64 ? (low >> UInt64(byte)) & 1 != 0 : byte < 128 && (high >> UInt64(byte &- 64)) & 1 != 0
     }
 
     /// A field value as NIO's validator takes it: no control character but HTAB, no DEL.
     static func isFieldValue(_ text: String) -> Bool {
-        text.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
+        allBytes(of: text) { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
+    }
+
+    /// Checks a string's bytes in its own storage (a native string's: a plain loop over a
+    /// pointer, where its UTF-8 view's iterator costs several times more per byte).
+    @inline(__always)
+    private static func allBytes(of text: String, satisfy test: (UInt8) -> Bool) -> Bool {
+        text.utf8.withContiguousStorageIfAvailable { $0.allSatisfy(test) } ?? text.utf8.allSatisfy(test)
     }
 
     /// ASCII case-insensitive equality with a lower-case constant.

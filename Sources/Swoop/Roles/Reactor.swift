@@ -119,22 +119,22 @@ final class Reactor: @unchecked Sendable {
     let core: ReactorHost
     @exclusivity(unchecked) private(set) var connections: [UInt64: ClientConnection] = [:]
     /// The current endpoint of each event worker slot, as last published by the registry.
-    private var workers: [WorkerEndpoint?]
+    @exclusivity(unchecked) private var workers: [WorkerEndpoint?]
     /// Frames for slots that have no worker right now (it crashed and is being respawned).
     private var waiting: [[(request: UInt64?, frame: ByteBuffer)]]
     private var waitingBytes = 0
-    private var roundRobin = 0
+    @exclusivity(unchecked) private var roundRobin = 0
     private var heartbeat: RepeatedTask?
     private var httpSweep: RepeatedTask?
     /// Base mode: the worker in this process, which gets every event directly.
     var local: ((IPCMessage) -> Void)?
     /// Frames for workers written during this loop turn, sent together at its end: one hop
     /// to each worker link's loop per turn rather than one per packet.
-    private var outbox: [(endpoint: WorkerEndpoint, frames: ByteBuffer)] = []
+    @exclusivity(unchecked) private var outbox: [(endpoint: WorkerEndpoint, frames: ByteBuffer)] = []
     @exclusivity(unchecked) private var outboxScheduled = false
     /// While a batch of replies is applied: the connections written to and not flushed.
     @exclusivity(unchecked) private var batching = false
-    private var unflushed: [ClientConnection] = []
+    @exclusivity(unchecked) private var unflushed: [ClientConnection] = []
     /// Base mode (`ServerSettings.yieldAfterTurn`): yield the CPU after each turn that read.
     var yieldsAfterTurn = false
     private var yieldScheduled = false

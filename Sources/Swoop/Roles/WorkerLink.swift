@@ -144,7 +144,8 @@ final class WorkerEndpoint: @unchecked Sendable {
 
 /// The master's end of one IPC connection (a worker's, a task worker's or the manager's):
 /// a socket on one of the reactor loops. Its first message must be a hello with the
-/// server's token. Touched on its loop only, except `write`, `close` and `isOpen`.
+/// server's token. Touched on its loop only, except `write`, `close` and `isOpen`; its state
+/// on the reply path skips the run-time exclusivity check (see ``EpollSocket``).
 final class MasterLink: EpollSocketDelegate, FrameOutput, @unchecked Sendable {
     unowned let core: MasterCore
     let epollLoop: EpollLoop
@@ -154,16 +155,16 @@ final class MasterLink: EpollSocketDelegate, FrameOutput, @unchecked Sendable {
     private let closed: EventLoopPromise<Void>
     /// Completes once the link is closed and its endpoint unregistered.
     var closeFuture: EventLoopFuture<Void> { closed.futureResult }
-    private var reader: IPCFrameReader
-    private var endpoint: WorkerEndpoint?
+    @exclusivity(unchecked) private var reader: IPCFrameReader
+    @exclusivity(unchecked) private var endpoint: WorkerEndpoint?
     private var isManager = false
-    private var rejected = false
+    @exclusivity(unchecked) private var rejected = false
     /// Read once rather than per message.
     private let isBase: Bool
     private let reactorCount: Int
     /// Process mode: the replies of this read, by reactor, handed over at its end.
-    private var replies: [[IPCMessage]] = []
-    private var hasReplies = false
+    @exclusivity(unchecked) private var replies: [[IPCMessage]] = []
+    @exclusivity(unchecked) private var hasReplies = false
 
     init(fd: CInt, loop: EpollLoop, core: MasterCore, maxFrameLength: Int) {
         self.core = core

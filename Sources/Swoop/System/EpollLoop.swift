@@ -37,11 +37,11 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
 
     // On the loop's thread only.
     @exclusivity(unchecked) private var watchers: [CInt: EpollWatcher] = [:]
-    private var timers = TimerHeap()
-    private var timerSequence: UInt64 = 0
+    @exclusivity(unchecked) private var timers = TimerHeap()
+    @exclusivity(unchecked) private var timerSequence: UInt64 = 0
     /// Cancelled timers still in the heap.
-    private var cancelledTimers = 0
-    private var draining: [@Sendable () -> Void] = []
+    @exclusivity(unchecked) private var cancelledTimers = 0
+    @exclusivity(unchecked) private var draining: [@Sendable () -> Void] = []
     private var shutdownCallbacks: [(DispatchQueue, @Sendable (Error?) -> Void)] = []
     /// The buffer its sockets read into, one for the loop: taken for a read and given back
     /// after it. When nothing kept a slice of the last read, the next one reuses its memory
