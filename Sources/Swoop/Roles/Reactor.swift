@@ -500,6 +500,8 @@ final class ClientConnection: @unchecked Sendable {
     private(set) var http: HTTPSession?
     /// Cuts the stream into packets on a listener with framing; nil when each read is a packet.
     @exclusivity(unchecked) private var packets: PacketReader?
+    /// `packets` is reading (a close meanwhile does not touch it).
+    @exclusivity(unchecked) private var readingPackets = false
     /// The connection closed or its stream failed to frame: nothing more it sent is handed
     /// over (no packet after the close event).
     @exclusivity(unchecked) private var closing = false
@@ -546,20 +548,24 @@ final class ClientConnection: @unchecked Sendable {
         touched()
         reading = true
         if let http { return http.received(data) }
-        guard var reader = packets else { return reactor.dispatch(self, data) }
-        // Taken out while it runs: a base-mode handler may close the connection from inside
-        // a dispatch, and the close must not reach the reader in the middle of its read.
-        packets = nil
+        guard packets != nil else { return reactor.dispatch(self, data) }
+        // Read in place (taking it out and putting it back copied it twice per read). A
+        // base-mode handler may close the connection from inside a dispatch: `closed()` then
+        // leaves the reader alone, as it must in the middle of its read.
+        readingPackets = true
         do {
-            try reader.read(data) { packet in
+            try packets?.read(data) { packet in
                 reactor.dispatch(self, packet)
                 return !closing
             }
         } catch {
+            readingPackets = false
             closing = true
+            packets = nil
             return failed(error)
         }
-        if !closing { packets = reader }
+        readingPackets = false
+        if closing { packets = nil }
     }
 
     /// The read is over: the replies written during it go out together.
@@ -595,7 +601,7 @@ final class ClientConnection: @unchecked Sendable {
     /// event (onClose).
     func closed() {
         http?.closed()
-        if var reader = packets {
+        if !readingPackets, var reader = packets {
             packets = nil
             do {
                 try reader.finish { packet in
