@@ -84,17 +84,16 @@ final class WorkerRuntime: @unchecked Sendable {
     /// Per connection: the events waiting while an async handler of that connection runs,
     /// so that a connection's events are handled one after another, in order.
     @exclusivity(unchecked) private var queues: [UInt64: CircularBuffer<IPCMessage>] = [:]
-    /// Connections whose async handler has suspended and not finished yet.
-    @exclusivity(unchecked) private var busy: Set<UInt64> = []
-    /// The connection whose event is being handled inline (its handler has neither returned
-    /// nor suspended yet): its events arriving meanwhile wait too. Most handlers finish
-    /// inline, and then the connection never enters `busy`.
+    /// Connections with an async handler's event not finished: waiting for its runner (the
+    /// end of this loop turn), or suspended.
+    @exclusivity(unchecked) private var busy = ConnectionSet()
+    /// The connection whose event is being handled inline by a sync handler: its events
+    /// arriving meanwhile (a handler that closes its connection) wait too.
     @exclusivity(unchecked) private var inlineConnection: UInt64?
-    /// The async handler being started by `run` right now, and whether it finished before
-    /// its first suspension (then the caller, not the task, completes it).
-    @exclusivity(unchecked) private var inlineRun = 0
-    @exclusivity(unchecked) private var inlineRunFinished = false
-    @exclusivity(unchecked) private var runCounter = 0
+    /// Async handlers' events waiting for a runner, in the order they arrived.
+    @exclusivity(unchecked) private var asyncJobs = CircularBuffer<AsyncJob>()
+    /// `startRunners` is posted to the loop (it runs once this turn's I/O is done).
+    @exclusivity(unchecked) private var runnersScheduled = false
     /// Handlers running (sync ones count while they run; async ones until they finish).
     @exclusivity(unchecked) private var running = 0
     /// Requests finished but not yet reported to the master, by connection (0: UDP).
@@ -305,9 +304,9 @@ final class WorkerRuntime: @unchecked Sendable {
     private func handleConnectionEvent(_ id: UInt64, _ message: IPCMessage) {
         let outer = inlineConnection
         inlineConnection = id
-        let suspended = startConnectionEvent(id, message)
+        let later = startConnectionEvent(id, message)
         inlineConnection = outer
-        if suspended {
+        if later {
             busy.insert(id)
         } else {
             connectionEventDone(id)
@@ -323,8 +322,8 @@ final class WorkerRuntime: @unchecked Sendable {
         if stopRequested { finishStopIfIdle() }
     }
 
-    /// Runs the handler of a connection's event; true when it suspended (and will finish
-    /// in a later turn).
+    /// Runs the handler of a connection's event; true when it finishes later (an async
+    /// handler: at the end of this loop turn, or after it suspended).
     private func startConnectionEvent(_ id: UInt64, _ message: IPCMessage) -> Bool {
         switch message {
         case let .connect(id, reactor, _):
@@ -353,9 +352,9 @@ final class WorkerRuntime: @unchecked Sendable {
         }
     }
 
-    /// Runs one handler: a sync one inline, an async one as a task that reports back to
-    /// the loop. A handler that throws closes the connection it was serving. Returns true
-    /// when the handler suspended: it completes later, and then, for a connection's event
+    /// Runs one handler: a sync one inline, an async one by a runner at the end of this loop
+    /// turn (`startRunners`). A handler that throws closes the connection it was serving.
+    /// Returns true when the handler completes later, and then, for a connection's event
     /// (`ordered`), lets the connection's next event go.
     @discardableResult
     private func run<Event: Sendable>(_ callback: Callback<Event>?, _ event: Event, isRequest: Bool, what: String,
@@ -372,40 +371,77 @@ final class WorkerRuntime: @unchecked Sendable {
             complete(isRequest: isRequest, connection: connection, ordered: ordered, later: false)
             return false
         case .async(let body):
-            // Task.immediate runs the handler on this thread until it first suspends, so a
-            // handler that does not await costs no thread hop; one that does resumes on this
-            // worker's loop too (its executor preference).
-            runCounter &+= 1
-            let token = runCounter
-            let (outerRun, outerFinished) = (inlineRun, inlineRunFinished)
-            (inlineRun, inlineRunFinished) = (token, false)
-            Task.immediate(executorPreference: executor) { [self] in
-                let failure: Error?
-                do { try await body(event); failure = nil } catch { failure = error }
-                // Called directly when on the loop (no closure to allocate: the usual case).
-                if loop.inEventLoop {
-                    handlerReturned(token, failure, what: what, connection: connection, ordered: ordered,
-                                    isRequest: isRequest)
-                } else {
-                    loop.execute {
-                        self.handlerReturned(token, failure, what: what, connection: connection, ordered: ordered,
-                                             isRequest: isRequest)
-                    }
-                }
+            asyncJobs.append(AsyncJob(body: { try await body(event) }, what: what, connection: connection,
+                                      ordered: ordered, isRequest: isRequest))
+            if !runnersScheduled {
+                runnersScheduled = true
+                loop.execute { self.startRunners() }
             }
-            let finished = inlineRunFinished
-            (inlineRun, inlineRunFinished) = (outerRun, outerFinished)
-            return !finished
+            // It completes later (`jobFinished`), and then lets the connection's next event go.
+            return true
         }
     }
 
-    /// An async handler has returned, on the loop; `token` tells whether it did before `run` did.
-    private func handlerReturned(_ token: Int, _ failure: Error?, what: String, connection: UInt64?,
-                                 ordered: UInt64?, isRequest: Bool) {
-        let inline = inlineRun == token
-        if inline { inlineRunFinished = true }
-        if let failure { handlerFailed(what, connection, failure) }
-        complete(isRequest: isRequest, connection: connection, ordered: ordered, later: !inline)
+    /// An async handler's event, waiting for a runner.
+    private struct AsyncJob: Sendable {
+        let body: @Sendable () async throws -> Void
+        let what: String
+        let connection: UInt64?
+        let ordered: UInt64?
+        let isRequest: Bool
+    }
+
+    /// Runs the async handlers' events of this loop turn: one task runs them one after
+    /// another for as long as none suspends, where a task per event cost about a third of a
+    /// base-mode echo's instructions (its creation, its executor preference, its completion).
+    /// A handler that suspends keeps its task; the events after it go on in a new one, so a
+    /// slow handler holds up only its own connection. Tasks run on this thread until they
+    /// first suspend (`Task.immediate`), and resume on this worker's loop (their executor
+    /// preference).
+    private func startRunners() {
+        runnersScheduled = false
+        // Like a read batch: what the handlers send goes out together at the end, in one
+        // write to the master.
+        let outerBatch = inReadBatch
+        inReadBatch = true
+        while !asyncJobs.isEmpty {
+            let waiting = asyncJobs.count
+            // Returns once the runner has taken every event, or once one of them suspended.
+            Task.immediate(executorPreference: executor) { [self] in await runJobs() }
+            // Not started here (the runtime enqueued it instead): it runs from the loop.
+            if asyncJobs.count == waiting { break }
+        }
+        inReadBatch = outerBatch
+        if !inReadBatch { flush() }
+    }
+
+    /// A runner: takes the waiting events one at a time, until none is left.
+    private func runJobs() async {
+        while loop.inEventLoop, let job = asyncJobs.popFirst() {
+            let failure: Error?
+            do { try await job.body(); failure = nil } catch { failure = error }
+            // Back on the loop (the executor preference), so called directly, without a
+            // closure to allocate; the other branch is a safeguard.
+            guard loop.inEventLoop else {
+                loop.execute {
+                    self.jobFinished(job, failure)
+                    if !self.asyncJobs.isEmpty && !self.runnersScheduled {
+                        self.runnersScheduled = true
+                        self.startRunners()
+                    }
+                }
+                return
+            }
+            jobFinished(job, failure)
+        }
+    }
+
+    /// An async handler has returned, on the loop.
+    private func jobFinished(_ job: AsyncJob, _ failure: Error?) {
+        if let failure { handlerFailed(job.what, job.connection, failure) }
+        complete(isRequest: job.isRequest, connection: job.connection, ordered: job.ordered, later: true)
+        // A handler that finished in a later turn (it had suspended) sends what it wrote now;
+        // those run by `startRunners` send theirs together at its end.
         if !inReadBatch { flush() }
     }
 
