@@ -31,4 +31,26 @@ class AsyncHandlerTests: SwoopTestCase {
         XCTAssertGreaterThanOrEqual(monotonicNow() - start, 1.45, "A's reply came before 1500 ms")
         XCTAssertEqual(try a.request("ping"), "pong")
     }
+
+    /// The events of one loop turn run one after another in one task until a handler
+    /// suspends; the events behind a suspended one go on at once. A's `sleep` and B's `ping`
+    /// are written together, so that the worker reads them in one turn as often as not:
+    /// B is answered while A sleeps, in both modes.
+    func testEventsBehindASuspendedHandlerGoOnAtOnce() throws {
+        for mode in ["process", "base"] {
+            let server = try startServer(["--worker-num", "1", "--mode", mode])
+            for round in 0..<5 {
+                let a = try connect(server)
+                let b = try connect(server)
+                XCTAssertEqual(try b.request("ping"), "pong")
+                let start = monotonicNow()
+                try a.send("sleep 1000")
+                try b.send("ping")
+                XCTAssertEqual(try b.readLine(timeout: 5), "pong")
+                let elapsed = monotonicNow() - start
+                XCTAssertLessThan(elapsed, 0.5, "\(mode) mode, round \(round): B waited \(elapsed) s behind A's sleep")
+                XCTAssertEqual(try a.readLine(timeout: 5), "slept 1000")
+            }
+        }
+    }
 }

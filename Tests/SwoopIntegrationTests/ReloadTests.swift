@@ -115,6 +115,9 @@ final class ReloadTests: SwoopTestCase {
             return now.count == 2 && now.isDisjoint(with: before)
         }
         XCTAssertEqual(try client.askFramed("after"), "after")
+        // An old worker leaves the process list when it exits; the manager logs the reload's
+        // end once it has reaped it, a moment later.
+        try eventually("the second reload completes") { server.readLog().contains { $0.contains("onAfterReload") } }
         let log = server.readLog()
         XCTAssertEqual(log.filter { $0.contains("onBeforeReload") }.count, 2)
         XCTAssertEqual(log.filter { $0.contains("onAfterReload") }.count, 1, "only the reload that took effect completes")
