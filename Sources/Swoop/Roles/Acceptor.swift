@@ -75,21 +75,17 @@ final class Acceptor: @unchecked Sendable {
                 // Up to 64 connections per wake-up per listener, as Swoole does, so one busy
                 // port cannot starve the others.
                 for _ in 0..<64 {
-                    let fd = cswoop_accept(listener.fd)
-                    if fd >= 0 {
+                    do {
+                        guard let fd = try Syscall.accept(listener.fd) else { break }
                         onAccept(fd, listener.index)
-                        continue
-                    }
-                    let code = errno
-                    if code == EAGAIN || code == EWOULDBLOCK { break }
-                    if code == EINTR || code == ECONNABORTED || code == EPROTO { continue }
-                    if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
-                        logger.error("accept() failed: \(SystemError(call: "accept4", errno: code)); pausing accepts for 100 ms")
+                    } catch let error as SystemError where [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errno) {
+                        logger.error("\(error); pausing accepts for 100 ms")
                         backoffMs = 100
                         break
+                    } catch {
+                        logger.error("listener \(listener.index): \(error)")
+                        break
                     }
-                    logger.error("\(SystemError(call: "accept4", errno: code, context: "listener \(listener.index)"))")
-                    break
                 }
             }
         }

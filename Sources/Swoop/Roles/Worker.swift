@@ -373,10 +373,7 @@ final class WorkerRuntime: @unchecked Sendable {
         case .async(let body):
             asyncJobs.append(AsyncJob(body: { try await body(event) }, what: what, connection: connection,
                                       ordered: ordered, isRequest: isRequest))
-            if !runnersScheduled {
-                runnersScheduled = true
-                loop.execute { self.startRunners() }
-            }
+            scheduleRunners()
             // It completes later (`jobFinished`), and then lets the connection's next event go.
             return true
         }
@@ -389,6 +386,13 @@ final class WorkerRuntime: @unchecked Sendable {
         let connection: UInt64?
         let ordered: UInt64?
         let isRequest: Bool
+    }
+
+    /// Posts `startRunners` to the loop once: it runs after this turn's I/O.
+    private func scheduleRunners() {
+        guard !runnersScheduled else { return }
+        runnersScheduled = true
+        loop.execute { self.startRunners() }
     }
 
     /// Runs the async handlers' events of this loop turn: one task runs them one after
@@ -425,10 +429,7 @@ final class WorkerRuntime: @unchecked Sendable {
             guard loop.inEventLoop else {
                 loop.execute {
                     self.jobFinished(job, failure)
-                    if !self.asyncJobs.isEmpty && !self.runnersScheduled {
-                        self.runnersScheduled = true
-                        self.startRunners()
-                    }
+                    if !self.asyncJobs.isEmpty { self.scheduleRunners() }
                 }
                 return
             }

@@ -59,8 +59,17 @@ enum Syscall {
     }
 
     /// Accepts a connection, non-blocking and close-on-exec; `nil` means none is waiting.
+    /// A connection that failed before it was taken (reset by its peer: ECONNABORTED,
+    /// EPROTO) is skipped for the next one; what is thrown concerns the listener (out of
+    /// descriptors, say).
     static func accept(_ listener: CInt) throws -> CInt? {
-        try nonBlocking("accept4", listener) { Int(cswoop_accept(listener)) }.map { CInt($0) }
+        while true {
+            do {
+                return try nonBlocking("accept4", listener) { Int(cswoop_accept(listener)) }.map { CInt($0) }
+            } catch let error as SystemError where error.errno == ECONNABORTED || error.errno == EPROTO {
+                continue
+            }
+        }
     }
 
     /// Receives one datagram into `buffer` and says who sent it; `nil` means none is waiting.
@@ -263,18 +272,10 @@ enum Syscall {
     static func peerAddress(_ fd: CInt) -> (ip: String, port: Int) {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
         let found = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                getpeername(fd, address, &length) == 0
-                    && [AF_INET, AF_INET6].contains(Int32(address.pointee.sa_family))
-                    && getnameinfo(address, length, &host, socklen_t(host.count), &service, socklen_t(service.count),
-                                   NI_NUMERICHOST | NI_NUMERICSERV) == 0
-            }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
         }
-        guard found else { return ("unix", 0) }
-        return (cText(host), Int(cText(service)) ?? 0)
+        return found ? text(of: storage) ?? ("unix", 0) : ("unix", 0)
     }
 
     /// The text of a NUL-terminated C string filled in by a call.
