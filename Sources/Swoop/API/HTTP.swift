@@ -23,7 +23,7 @@ public struct Request: Sendable {
     /// building it (every field checked by swift-http-types) was a tenth of a worker's
     /// instructions per request.
     public var head: HTTPRequest {
-        get { storage.assignedHead ?? storage.builtHead }
+        get { storage.assignedHead ?? storage.derived(\.head) { $0.makeHead() } }
         set { unique().assignedHead = newValue }
     }
     /// The method (`GET`, `POST`, …).
@@ -40,20 +40,20 @@ public struct Request: Sendable {
     }
     /// The query string, without `?` ("" when none).
     public var queryString: String {
-        get { storage.queryString }
-        set { unique().queryString = newValue }
+        get { storage.derived(\.queryString) { $0.wireQuery.map(String.init) ?? "" } }
+        set { unique().set(\.queryString, newValue) }
     }
     /// The query's fields, percent-decoded (Swoole's `$request->get`).
     public var query: [String: String] {
-        get { storage.query }
-        set { unique().query = newValue }
+        get { storage.derived(\.query) { $0.wireQuery.map { URLEncoding.parseForm($0) } ?? [:] } }
+        set { unique().set(\.query, newValue) }
     }
     /// The header fields as received, except `Host`, which is `head.authority`.
     public var headers: HTTPFields { head.headerFields }
     /// The cookies of the `Cookie` header (Swoole's `$request->cookie`).
     public var cookies: [String: String] {
-        get { storage.cookies }
-        set { unique().cookies = newValue }
+        get { storage.derived(\.cookies) { $0.parseCookies() } }
+        set { unique().set(\.cookies, newValue) }
     }
     /// The body, whole (chunked bodies are joined); at most `packageMaxLength` bytes.
     public var body: ByteBuffer {
@@ -62,13 +62,13 @@ public struct Request: Sendable {
     }
     /// The fields of an `application/x-www-form-urlencoded` body (Swoole's `$request->post`); empty otherwise.
     public var form: [String: String] {
-        get { storage.form }
-        set { unique().form = newValue }
+        get { storage.derived(\.form) { $0.parseForm() } }
+        set { unique().set(\.form, newValue) }
     }
     /// The HTTP version, such as "1.1".
     public var version: String {
-        get { storage.version }
-        set { unique().version = newValue }
+        get { storage.derived(\.version) { $0.wireVersion } }
+        set { unique().set(\.version, newValue) }
     }
     /// The connection the request came on.
     public var connection: ConnectionID {
@@ -89,89 +89,104 @@ public struct Request: Sendable {
     /// Shared by copies until one of them is changed; never changed while shared, which
     /// makes it safe to send.
     private final class Storage: @unchecked Sendable {
-        var uri: String
-        var path: String
-        var queryString: String
-        var query: [String: String]
-        var cookies: [String: String]
-        var body: ByteBuffer
-        var form: [String: String]
-        var version: String
-        var connection: ConnectionID
-        var reactorId: Int
+        // Changed only while not shared (`unique()`), so no two accesses overlap: the
+        // run-time exclusivity checks are off (see `EpollSocket`).
+        @exclusivity(unchecked) var uri: String
+        @exclusivity(unchecked) var path: String
+        @exclusivity(unchecked) var body: ByteBuffer
+        @exclusivity(unchecked) var connection: ConnectionID
+        @exclusivity(unchecked) var reactorId: Int
         /// What the handler set `head` to, if it did.
-        var assignedHead: HTTPRequest?
-        /// The head as the reactor sent it, and the ``HTTPRequest`` made of it once asked
-        /// for (under a lock: a request may be read from any thread).
+        @exclusivity(unchecked) var assignedHead: HTTPRequest?
+        /// The head as the reactor sent it.
         let wire: HTTPWireHead
         let wireMethod: HTTPRequest.Method
-        let built: Mutex<HTTPRequest?>
+        /// The fields made of the head or the body on first use, or set by the handler.
+        private let lazy: Mutex<Derived>
+
+        /// What is parsed only when a handler asks for it: most ask for the method and the
+        /// path only, and making all of it for each request, then releasing it, was about a
+        /// tenth of a base-mode worker's instructions. Under a lock: a request may be read
+        /// from any thread.
+        struct Derived {
+            var queryString: String?
+            var query: [String: String]?
+            var cookies: [String: String]?
+            var form: [String: String]?
+            var version: String?
+            var head: HTTPRequest?
+        }
 
         init(wire: HTTPWireHead, body: ByteBuffer, connection: ConnectionID, reactorId: Int) {
             self.wire = wire
             wireMethod = wire.method == "GET" ? .get : HTTPRequest.Method(wire.method) ?? .get
-            built = Mutex(nil)
             uri = wire.target
-            if let mark = wire.target.firstIndex(of: "?") {
+            if let mark = wire.target.utf8.firstIndex(of: UInt8(ascii: "?")) {
                 path = String(wire.target[..<mark])
-                queryString = String(wire.target[wire.target.index(after: mark)...])
             } else {
                 path = wire.target
-                queryString = ""
             }
-            // Each parsed only when there is something to parse (most requests have neither).
-            query = queryString.isEmpty ? [:] : URLEncoding.parseForm(Substring(queryString))
-            var cookieValues: [String] = []
-            var type = ""
-            for pair in wire.headers {
-                if RawResponse.equalsIgnoringCase(pair.name, "cookie") {
-                    cookieValues.append(pair.value)
-                } else if type.isEmpty, RawResponse.equalsIgnoringCase(pair.name, "content-type") {
-                    type = pair.value.lowercased()
-                }
-            }
-            cookies = cookieValues.isEmpty ? [:] : CookieHeader.parse(cookieValues)
             self.body = body
-            form = type.hasPrefix("application/x-www-form-urlencoded")
-                ? URLEncoding.parseForm(Substring(String(buffer: body))) : [:]
-            switch (wire.versionMajor, wire.versionMinor) {
-            case (1, 1): version = "1.1"
-            case (1, 0): version = "1.0"
-            default: version = "\(wire.versionMajor).\(wire.versionMinor)"
-            }
             self.connection = connection
             self.reactorId = reactorId
+            lazy = Mutex(Derived())
         }
 
-        /// A copy for a request about to change; the built head stays shared (it depends on
-        /// `wire` only).
+        /// A copy for a request about to change.
         init(copying other: Storage) {
             uri = other.uri
             path = other.path
-            queryString = other.queryString
-            query = other.query
-            cookies = other.cookies
             body = other.body
-            form = other.form
-            version = other.version
             connection = other.connection
             reactorId = other.reactorId
             assignedHead = other.assignedHead
             wire = other.wire
             wireMethod = other.wireMethod
-            built = Mutex(other.built.withLock { $0 })
+            lazy = Mutex(other.lazy.withLock { $0 })
         }
 
-        var builtHead: HTTPRequest {
-            built.withLock { built in
-                if let head = built { return head }
-                let head = makeHead()
-                built = head
-                return head
+        /// The field at `key`, made by `make` the first time (`make` must not read another
+        /// derived field: it runs under the lock).
+        func derived<T: Sendable>(_ key: WritableKeyPath<Derived, T?>, _ make: (Storage) -> T) -> T {
+            lazy.withLock { fields in
+                if let value = fields[keyPath: key] { return value }
+                let value = make(self)
+                fields[keyPath: key] = value
+                return value
             }
         }
 
-        private func makeHead() -> HTTPRequest {
+        func set<T: Sendable>(_ key: WritableKeyPath<Derived, T?>, _ value: sending T) {
+            lazy.withLock { $0[keyPath: key] = value }
+        }
+
+        /// The query of the target as sent, without `?`; nil when it has none.
+        var wireQuery: Substring? {
+            guard let mark = wire.target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+            return wire.target[wire.target.index(after: mark)...]
+        }
+
+        var wireVersion: String {
+            switch (wire.versionMajor, wire.versionMinor) {
+            case (1, 1): return "1.1"
+            case (1, 0): return "1.0"
+            default: return "\(wire.versionMajor).\(wire.versionMinor)"
+            }
+        }
+
+        func parseCookies() -> [String: String] {
+            let values = wire.headers.filter { RawResponse.equalsIgnoringCase($0.name, "cookie") }.map(\.value)
+            return values.isEmpty ? [:] : CookieHeader.parse(values)
+        }
+
+        /// The body's fields when the first Content-Type says it is a form.
+        func parseForm() -> [String: String] {
+            guard let type = wire.headers.first(where: { RawResponse.equalsIgnoringCase($0.name, "content-type") }),
+                  type.value.lowercased().hasPrefix("application/x-www-form-urlencoded") else { return [:] }
+            return URLEncoding.parseForm(Substring(String(buffer: body)))
+        }
+
+        func makeHead() -> HTTPRequest {
             var fields = HTTPFields()
             var host: String?
             for pair in wire.headers {
@@ -394,12 +409,6 @@ public final class Response: Sendable {
     }
 }
 
-/// The `onRequest` event.
-struct RequestEvent: Sendable {
-    var request: Request
-    var response: Response
-}
-
 enum MediaType {
     /// A Content-Type from a file name's extension; `application/octet-stream` when unknown.
     static func guess(_ path: String) -> String {
@@ -436,27 +445,11 @@ extension Server {
     /// }
     /// ```
     public func onRequest(_ handler: @escaping @Sendable (Request, Response) throws -> Void) {
-        handlers.request = .sync { [unowned self] event in
-            do {
-                try handler(event.request, event.response)
-                event.response.endIfOpen()
-            } catch {
-                self.logger.error("onRequest handler threw \(error) for \(event.request.method) \(event.request.uri)")
-                event.response.fail()
-            }
-        }
+        handlers.request = .sync(handler)
     }
 
     /// Answers HTTP requests; may await. While one awaits, the worker serves other connections.
     public func onRequest(_ handler: @escaping @Sendable (Request, Response) async throws -> Void) {
-        handlers.request = .async { [unowned self] event in
-            do {
-                try await handler(event.request, event.response)
-                event.response.endIfOpen()
-            } catch {
-                self.logger.error("onRequest handler threw \(error) for \(event.request.method) \(event.request.uri)")
-                event.response.fail()
-            }
-        }
+        handlers.request = .async(handler)
     }
 }

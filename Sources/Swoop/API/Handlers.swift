@@ -8,9 +8,22 @@ enum Callback<Event: Sendable>: Sendable {
     case async(@Sendable (Event) async throws -> Void)
 }
 
+/// `onReceive`'s handler as the user gave it. The worker calls it directly, as it calls
+/// `onRequest`'s: a closure around it, taking an event, would be one more async frame per
+/// packet, and one more executor check when it returns (Benchmarks/README.md).
+enum ReceiveHandler: Sendable {
+    case sync(@Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) throws -> Void)
+    case async(@Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) async throws -> Void)
+}
+
+/// `onRequest`'s handler as the user gave it (see ``ReceiveHandler``).
+enum RequestHandler: Sendable {
+    case sync(@Sendable (Request, Response) throws -> Void)
+    case async(@Sendable (Request, Response) async throws -> Void)
+}
+
 /// The events a worker's handlers receive.
 struct ConnectEvent: Sendable { var connection: ConnectionID; var reactorId: Int }
-struct ReceiveEvent: Sendable { var connection: ConnectionID; var reactorId: Int; var data: ByteBuffer }
 struct PacketEvent: Sendable { var data: ByteBuffer; var client: ClientAddress }
 struct PipeMessageEvent: Sendable { var from: Int; var data: ByteBuffer }
 
@@ -30,11 +43,11 @@ struct Handlers: Sendable {
     var workerStop: (@Sendable (Server, Int) -> Void)?
     var workerExit: (@Sendable (Server, Int) -> Void)?
     var connect: Callback<ConnectEvent>?
-    var receive: Callback<ReceiveEvent>?
+    var receive: ReceiveHandler?
     var close: Callback<ConnectEvent>?
     var packet: Callback<PacketEvent>?
     var pipeMessage: Callback<PipeMessageEvent>?
-    var request: Callback<RequestEvent>?
+    var request: RequestHandler?
     var task: (@Sendable (ServerTask) async throws -> ByteBuffer?)?
     var finish: Callback<FinishEvent>?
 }

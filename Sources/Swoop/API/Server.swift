@@ -27,10 +27,12 @@ import Glibc
 /// returns after the server has stopped; in every other process it never returns.
 public final class Server: @unchecked Sendable {
     // Mutable only before start(), read-only afterwards: that is what makes the class Sendable.
-    var handlers = Handlers()
+    // The two read on every event skip the run-time exclusivity check (see `EpollSocket`):
+    // nothing writes them once events flow.
+    @exclusivity(unchecked) var handlers = Handlers()
     var listeners: [ListenerConfig]
     /// The settings; change them before ``start()``.
-    public var settings: ServerSettings
+    @exclusivity(unchecked) public var settings: ServerSettings
     private var started = false
 
     /// The process this `Server` object lives in, known once `start()` runs.
@@ -133,11 +135,11 @@ public final class Server: @unchecked Sendable {
     /// The packets of one connection are handled one after another, in order; other
     /// connections are served meanwhile. A handler that throws closes that connection.
     public func onReceive(_ handler: @escaping @Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) throws -> Void) {
-        handlers.receive = .sync { [unowned self] e in try handler(self, e.connection, e.reactorId, e.data) }
+        handlers.receive = .sync(handler)
     }
     /// A packet arrived; may await.
     public func onReceive(_ handler: @escaping @Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) async throws -> Void) {
-        handlers.receive = .async { [unowned self] e in try await handler(self, e.connection, e.reactorId, e.data) }
+        handlers.receive = .async(handler)
     }
     /// A connection ended; `reactorId` is -1 when the server closed it.
     public func onClose(_ handler: @escaping @Sendable (Server, ConnectionID, _ reactorId: Int) throws -> Void) {

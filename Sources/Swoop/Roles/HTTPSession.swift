@@ -60,7 +60,16 @@ final class HTTPSession: @unchecked Sendable {
     /// The one timeout running (head, body, response, keep-alive): checked by the reactor's
     /// sweep rather than scheduled on the loop, because arming and cancelling a scheduled
     /// task for every request cost more than the rest of the request's handling.
-    @exclusivity(unchecked) private(set) var timer: (deadline: NIODeadline, body: (HTTPSession) -> Void)?
+    @exclusivity(unchecked) private(set) var timer: (deadline: NIODeadline, kind: Timeout)?
+    /// What a timeout that runs out does.
+    enum Timeout {
+        /// The body did not arrive in time: 408.
+        case body
+        /// No worker answered in time: 504.
+        case response
+        /// No next request (keep-alive), or a lingering close's moment is over: closed.
+        case close
+    }
     /// Request heads received, to tell whether a new request began meanwhile.
     @exclusivity(unchecked) private var headsSeen = 0
     /// What arrived while a response was pending (pipelining), taken in order once it ends.
@@ -126,6 +135,7 @@ final class HTTPSession: @unchecked Sendable {
         if case .closing = state { return }
         do {
             try parser.feed(bytes) { arrived($0) }
+            armBodyTimeout()
         } catch let error as HTTPParseError {
             if !held.isEmpty || responsePending { return hold(.parseError(error)) }
             badRequest(error)
@@ -187,6 +197,7 @@ final class HTTPSession: @unchecked Sendable {
             case .parseError(let error): badRequest(error)
             }
         }
+        armBodyTimeout()
         if held.isEmpty { transport?.resumeReading() }
     }
 
@@ -206,11 +217,9 @@ final class HTTPSession: @unchecked Sendable {
                 // without waiting long.)
                 transport?.write(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"), flush: true)
             }
+            // The body's timeout is armed once the bytes at hand are parsed, if the request
+            // is still being read then (`armBodyTimeout`): most requests end in the same read.
             state = .reading(head, body: ByteBuffer())
-            armTimer(settings.httpBodyTimeout) { session in
-                guard case .reading(let head, _) = session.state else { return }
-                session.reject(.requestTimeout, head, reason: "request body not received within httpBodyTimeout")
-            }
         case (.body(var part), .reading(let head, var body)):
             // Released from the state while appending, so the buffer is not copied on write.
             state = .idle
@@ -231,12 +240,7 @@ final class HTTPSession: @unchecked Sendable {
             if offerToStaticHandler(head) { return }
             sequence &+= 1
             state = .waiting(head)
-            armTimer(settings.httpResponseTimeout) { session in
-                guard case .waiting(let head) = session.state else { return }
-                session.connection.reactor.core.logger.warning(
-                    "connection \(session.connection.id): no worker answered \(head.method) \(head.uri) within httpResponseTimeout; 504")
-                session.answer(.gatewayTimeout, head)
-            }
+            armTimer(settings.httpResponseTimeout, .response)
             connection.reactor.dispatchHTTP(connection, sequence: sequence, head: head, body: body)
         case (_, .closing):
             break
@@ -511,7 +515,7 @@ final class HTTPSession: @unchecked Sendable {
         guard let transport else { return }
         connection.closedByServer = true
         transport.closeOutput()
-        armTimer(1) { session in session.closeNow(reason: nil) }
+        armTimer(1, .close)
     }
 
     private func closeNow(reason: String?) {
@@ -537,19 +541,35 @@ final class HTTPSession: @unchecked Sendable {
     /// The wait for the next request's head (also the keep-alive idle time): when it runs
     /// out the connection closes.
     private func awaitNextRequest() {
-        armTimer(settings.httpHeaderTimeout) { session in session.closeNow(reason: nil) }
+        armTimer(settings.httpHeaderTimeout, .close)
     }
 
-    private func armTimer(_ seconds: Double, _ body: @escaping (HTTPSession) -> Void) {
-        timer = (.now() + .milliseconds(Int64(seconds * 1000)), body)
+    /// A request whose head came without its whole body gets `httpBodyTimeout` for the rest.
+    private func armBodyTimeout() {
+        if case .reading = state, timer == nil { armTimer(settings.httpBodyTimeout, .body) }
+    }
+
+    private func armTimer(_ seconds: Double, _ kind: Timeout) {
+        timer = (.now() + .milliseconds(Int64(seconds * 1000)), kind)
         connection.reactor.sweepHTTPTimers()
     }
 
     /// Runs the timeout if it is due (the reactor's sweep).
     func fireTimer(now: NIODeadline) {
-        guard let (deadline, body) = timer, deadline <= now else { return }
+        guard let (deadline, kind) = timer, deadline <= now else { return }
         timer = nil
-        body(self)
+        switch (kind, state) {
+        case (.body, .reading(let head, _)):
+            reject(.requestTimeout, head, reason: "request body not received within httpBodyTimeout")
+        case (.response, .waiting(let head)):
+            connection.reactor.core.logger.warning(
+                "connection \(connection.id): no worker answered \(head.method) \(head.uri) within httpResponseTimeout; 504")
+            answer(.gatewayTimeout, head)
+        case (.close, _):
+            closeNow(reason: nil)
+        case (.body, _), (.response, _):
+            break
+        }
     }
 }
 

@@ -386,7 +386,7 @@ final class MasterCore: @unchecked Sendable {
             let reactor = reactor(of: argument)
             return reactor.loop.submit { MasterQuery.encode(reactor.connections[argument]?.info()) }
         case .connections:
-            let lists = reactors.map { reactor in reactor.loop.submit { Array(reactor.connections.keys) } }
+            let lists = reactors.map { reactor in reactor.loop.submit { reactor.connections.ids } }
             return EventLoopFuture.whenAllSucceed(lists, on: loop).map { MasterQuery.encode($0.flatMap { $0 }.sorted()) }
         case .reload, .reloadTaskWorkers:
             events.reload(taskWorkersOnly: query == .reloadTaskWorkers)

@@ -117,7 +117,7 @@ final class Reactor: @unchecked Sendable {
     let id: Int
     let loop: EventLoop
     let core: ReactorHost
-    @exclusivity(unchecked) private(set) var connections: [UInt64: ClientConnection] = [:]
+    @exclusivity(unchecked) private(set) var connections = ConnectionTable<ClientConnection>()
     /// The current endpoint of each event worker slot, as last published by the registry.
     @exclusivity(unchecked) private var workers: [WorkerEndpoint?]
     /// Frames for slots that have no worker right now (it crashed and is being respawned).

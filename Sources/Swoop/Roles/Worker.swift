@@ -90,8 +90,13 @@ final class WorkerRuntime: @unchecked Sendable {
     /// The connection whose event is being handled inline by a sync handler: its events
     /// arriving meanwhile (a handler that closes its connection) wait too.
     @exclusivity(unchecked) private var inlineConnection: UInt64?
-    /// Async handlers' events waiting for a runner, in the order they arrived.
-    @exclusivity(unchecked) private var asyncJobs = CircularBuffer<AsyncJob>()
+    /// Async handlers' events waiting for a runner, in the order they arrived, from
+    /// `nextJob` on: an array emptied once all are taken (a `CircularBuffer`'s append and
+    /// `popFirst` of a struct this size cost about 300 instructions an event).
+    @exclusivity(unchecked) private var asyncJobs: [AsyncJob] = []
+    @exclusivity(unchecked) private var nextJob = 0
+    /// Events taken by runners so far (whether a runner started took any).
+    @exclusivity(unchecked) private var jobsTaken = 0
     /// `startRunners` is posted to the loop (it runs once this turn's I/O is done).
     @exclusivity(unchecked) private var runnersScheduled = false
     /// Handlers running (sync ones count while they run; async ones until they finish).
@@ -110,7 +115,7 @@ final class WorkerRuntime: @unchecked Sendable {
     @exclusivity(unchecked) private var outgoing = ByteBuffer()
     private lazy var reader = IPCFrameReader(maxFrameLength: server.settings.maxIPCFrameLength)
     /// Base mode: this worker's own listeners and connections.
-    private var local: WorkerReactor?
+    @exclusivity(unchecked) private var local: WorkerReactor?
 
     /// How each task this worker created will end: in onFinish, or in a waiting `taskwait`.
     private enum TaskWaiter {
@@ -330,20 +335,40 @@ final class WorkerRuntime: @unchecked Sendable {
             return run(handlers.connect, ConnectEvent(connection: ConnectionID(id), reactorId: reactor),
                        isRequest: false, what: "onConnect", connection: id, ordered: id)
         case let .receive(id, reactor, data):
-            return run(handlers.receive, ReceiveEvent(connection: ConnectionID(id), reactorId: reactor, data: data),
-                       isRequest: true, what: "onReceive", connection: id, ordered: id)
+            switch handlers.receive {
+            case .sync(let body)?:
+                return runNow(isRequest: true, what: "onReceive", connection: id, ordered: id) {
+                    try body(server, ConnectionID(id), reactor, data)
+                }
+            case .async(let body)?:
+                return runLater(.receive(body, ConnectionID(id), reactor, data), isRequest: true, what: "onReceive",
+                                connection: id, ordered: id)
+            case nil:
+                return unhandled(isRequest: true, connection: id, ordered: id)
+            }
         case let .httpRequest(id, reactor, sequence, head, body):
             let request = Request(wire: head, body: body, connection: ConnectionID(id), reactorId: reactor)
             let response = Response(worker: self, connection: id, sequence: sequence,
                                     maxChunk: min(server.settings.bufferOutputSize / 2, 256 * 1024))
-            guard handlers.request != nil else {
+            switch handlers.request {
+            case .sync(let body)?:
+                return runNow(isRequest: true, what: "onRequest", connection: id, ordered: id) {
+                    do {
+                        try body(request, response)
+                        response.endIfOpen()
+                    } catch {
+                        requestFailed(request, response, error)
+                    }
+                }
+            case .async(let body)?:
+                return runLater(.request(body, request, response), isRequest: true, what: "onRequest",
+                                connection: id, ordered: id)
+            case nil:
                 logger.error("an HTTP request arrived, but the server has no onRequest handler; answering 500")
                 response.fail()
                 if local == nil { finished.append(id) }
                 return false
             }
-            return run(handlers.request, RequestEvent(request: request, response: response),
-                       isRequest: true, what: "onRequest", connection: id, ordered: id)
         case let .close(id, reactor, byServer):
             return run(handlers.close, ConnectEvent(connection: ConnectionID(id), reactorId: byServer ? -1 : reactor),
                        isRequest: false, what: "onClose", ordered: id)
@@ -359,29 +384,62 @@ final class WorkerRuntime: @unchecked Sendable {
     @discardableResult
     private func run<Event: Sendable>(_ callback: Callback<Event>?, _ event: Event, isRequest: Bool, what: String,
                                       connection: UInt64? = nil, ordered: UInt64? = nil) -> Bool {
-        guard let callback else {
-            if isRequest && local == nil { finished.append(connection ?? 0) }
-            if ordered == nil && stopRequested { finishStopIfIdle() }
-            return false
-        }
-        running += 1
         switch callback {
-        case .sync(let body):
-            do { try body(event) } catch { handlerFailed(what, connection, error) }
-            complete(isRequest: isRequest, connection: connection, ordered: ordered, later: false)
-            return false
-        case .async(let body):
-            asyncJobs.append(AsyncJob(body: { try await body(event) }, what: what, connection: connection,
-                                      ordered: ordered, isRequest: isRequest))
-            scheduleRunners()
-            // It completes later (`jobFinished`), and then lets the connection's next event go.
-            return true
+        case .sync(let body)?:
+            return runNow(isRequest: isRequest, what: what, connection: connection, ordered: ordered) { try body(event) }
+        case .async(let body)?:
+            return runLater(.event({ try await body(event) }), isRequest: isRequest, what: what,
+                            connection: connection, ordered: ordered)
+        case nil:
+            return unhandled(isRequest: isRequest, connection: connection, ordered: ordered)
         }
+    }
+
+    /// An event with no handler; a request is done with at once.
+    private func unhandled(isRequest: Bool, connection: UInt64?, ordered: UInt64?) -> Bool {
+        if isRequest && local == nil { finished.append(connection ?? 0) }
+        if ordered == nil && stopRequested { finishStopIfIdle() }
+        return false
+    }
+
+    /// Runs a sync handler now, on the loop.
+    private func runNow(isRequest: Bool, what: String, connection: UInt64?, ordered: UInt64?,
+                        _ body: () throws -> Void) -> Bool {
+        running += 1
+        do { try body() } catch { handlerFailed(what, connection, error) }
+        complete(isRequest: isRequest, connection: connection, ordered: ordered, later: false)
+        return false
+    }
+
+    /// Queues an async handler's call for this turn's runner; it completes later (`jobFinished`).
+    private func runLater(_ call: AsyncCall, isRequest: Bool, what: String, connection: UInt64?,
+                          ordered: UInt64?) -> Bool {
+        running += 1
+        asyncJobs.append(AsyncJob(call: call, what: what, connection: connection, ordered: ordered,
+                                  isRequest: isRequest))
+        scheduleRunners()
+        return true
+    }
+
+    /// `onRequest`'s handler threw: a 500, or the connection closed when the head was sent.
+    private func requestFailed(_ request: Request, _ response: Response, _ error: Error) {
+        logger.error("onRequest handler threw \(error) for \(request.method) \(request.uri)")
+        response.fail()
+    }
+
+    /// What a runner calls. The hot handlers (`onReceive`, `onRequest`) are called as the
+    /// user gave them, with their arguments: no closure is allocated around them, and no
+    /// async frame stands between the runner and the handler.
+    private enum AsyncCall: Sendable {
+        case request(@Sendable (Request, Response) async throws -> Void, Request, Response)
+        case receive(@Sendable (Server, ConnectionID, Int, ByteBuffer) async throws -> Void, ConnectionID, Int,
+                     ByteBuffer)
+        case event(@Sendable () async throws -> Void)
     }
 
     /// An async handler's event, waiting for a runner.
     private struct AsyncJob: Sendable {
-        let body: @Sendable () async throws -> Void
+        let call: AsyncCall
         let what: String
         let connection: UInt64?
         let ordered: UInt64?
@@ -408,28 +466,59 @@ final class WorkerRuntime: @unchecked Sendable {
         // write to the master.
         let outerBatch = inReadBatch
         inReadBatch = true
-        while !asyncJobs.isEmpty {
-            let waiting = asyncJobs.count
+        while hasWaitingJobs {
+            let taken = jobsTaken
             // Returns once the runner has taken every event, or once one of them suspended.
             Task.immediate(executorPreference: executor) { [self] in await runJobs() }
             // Not started here (the runtime enqueued it instead): it runs from the loop.
-            if asyncJobs.count == waiting { break }
+            if jobsTaken == taken { break }
         }
         inReadBatch = outerBatch
         if !inReadBatch { flush() }
     }
 
+    private var hasWaitingJobs: Bool { nextJob < asyncJobs.count }
+
+    private func takeJob() -> AsyncJob? {
+        guard nextJob < asyncJobs.count else { return nil }
+        let job = asyncJobs[nextJob]
+        nextJob += 1
+        jobsTaken &+= 1
+        if nextJob == asyncJobs.count {
+            asyncJobs.removeAll(keepingCapacity: true)
+            nextJob = 0
+        }
+        return job
+    }
+
     /// A runner: takes the waiting events one at a time, until none is left.
     private func runJobs() async {
-        while loop.inEventLoop, let job = asyncJobs.popFirst() {
+        while loop.inEventLoop, let job = takeJob() {
             let failure: Error?
-            do { try await job.body(); failure = nil } catch { failure = error }
+            do {
+                switch job.call {
+                case .request(let handler, let request, let response):
+                    do {
+                        try await handler(request, response)
+                        response.endIfOpen()
+                    } catch {
+                        requestFailed(request, response, error)
+                    }
+                case .receive(let handler, let connection, let reactorId, let data):
+                    try await handler(server, connection, reactorId, data)
+                case .event(let body):
+                    try await body()
+                }
+                failure = nil
+            } catch {
+                failure = error
+            }
             // Back on the loop (the executor preference), so called directly, without a
             // closure to allocate; the other branch is a safeguard.
             guard loop.inEventLoop else {
                 loop.execute {
                     self.jobFinished(job, failure)
-                    if !self.asyncJobs.isEmpty { self.scheduleRunners() }
+                    if self.hasWaitingJobs { self.scheduleRunners() }
                 }
                 return
             }

@@ -136,7 +136,7 @@ final class WorkerReactor: @unchecked Sendable {
         case .stats: return MasterQuery.encode(stats.counters)
         case .exists: return MasterQuery.encode(reactor.connections[argument] != nil)
         case .clientInfo: return MasterQuery.encode(reactor.connections[argument]?.info())
-        case .connections: return MasterQuery.encode(Array(reactor.connections.keys))
+        case .connections: return MasterQuery.encode(reactor.connections.ids)
         default: return ByteBuffer()
         }
     }

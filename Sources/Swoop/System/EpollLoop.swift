@@ -36,7 +36,9 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     private let inbox = NIOLockedValueBox(Inbox())
 
     // On the loop's thread only.
-    @exclusivity(unchecked) private var watchers: [CInt: EpollWatcher] = [:]
+    /// By descriptor: descriptors are small numbers, reused lowest first, so an array indexed
+    /// by them is dense, and a lookup per event costs no hashing.
+    @exclusivity(unchecked) private var watchers: [EpollWatcher?] = []
     @exclusivity(unchecked) private var timers = TimerHeap()
     @exclusivity(unchecked) private var timerSequence: UInt64 = 0
     /// Cancelled timers still in the heap.
@@ -96,7 +98,11 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
         assertInEventLoop()
         var event = epoll_event(events: events | EPOLLET.rawValue, data: epoll_data_t(fd: fd))
         _ = try Syscall.retrying("epoll_ctl", "add fd \(fd)") { epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) }
-        watchers[fd] = watcher
+        let index = Int(fd)
+        if index >= watchers.count {
+            watchers.append(contentsOf: repeatElement(nil, count: max(index + 1, watchers.count * 2) - watchers.count))
+        }
+        watchers[index] = watcher
     }
 
     /// Changes what `fd` is watched for (a writer asks for `writable` only while it has
@@ -112,7 +118,8 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     /// only once no duplicate of it is open).
     func unwatch(_ fd: CInt) {
         assertInEventLoop()
-        guard watchers.removeValue(forKey: fd) != nil else { return }
+        guard Int(fd) < watchers.count, watchers[Int(fd)] != nil else { return }
+        watchers[Int(fd)] = nil
         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
     }
 
@@ -133,7 +140,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
                     if event.data.fd == wake {
                         var count: UInt64 = 0
                         _ = Glibc.read(wake, &count, 8)
-                    } else if let watcher = watchers[event.data.fd] {
+                    } else if Int(event.data.fd) < watchers.count, let watcher = watchers[Int(event.data.fd)] {
                         watcher.ready(event.events)
                     }
                 }
@@ -188,7 +195,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     }
 
     private func finishShutdown() {
-        for fd in Array(watchers.keys) { unwatch(fd) }
+        for fd in watchers.indices where watchers[fd] != nil { unwatch(CInt(fd)) }
         while !timers.isEmpty {
             let timer = timers.removeFirst()
             if !timer.settled { timer.fail(EventLoopError.shutdown) }
