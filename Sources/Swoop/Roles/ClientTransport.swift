@@ -82,6 +82,8 @@ final class SocketTransport: ClientTransport, EpollSocketDelegate, @unchecked Se
     }
 
     func write(_ data: ByteBuffer, flush: Bool) {
+        // Nothing waits before it, and it is within the bound by itself: to the socket now.
+        if flush, socket.isIdle, data.readableBytes <= outputLimit { return socket.send(data) }
         socket.enqueue(data)
         if socket.unsentBytes > outputLimit {
             connection.outputExceeded()

@@ -45,11 +45,37 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     @exclusivity(unchecked) private var cancelledTimers = 0
     @exclusivity(unchecked) private var draining: [@Sendable () -> Void] = []
     private var shutdownCallbacks: [(DispatchQueue, @Sendable (Error?) -> Void)] = []
-    /// The buffer its sockets read into, one for the loop: taken for a read and given back
-    /// after it. When nothing kept a slice of the last read, the next one reuses its memory
-    /// (no allocation per read); when something did, `clear` makes a new one and the old
-    /// memory stays with the slice.
-    @exclusivity(unchecked) var readBuffer = ByteBufferAllocator().buffer(capacity: 0)
+    /// The buffers its sockets read into: the n-th read of a turn takes the n-th and gives it
+    /// back after. A read's packets may be kept until the turn's handlers have run (the
+    /// runners come after the reads), so each read of a turn needs memory of its own; by the
+    /// next turn the handlers are done and each buffer's memory is free to reuse (no
+    /// allocation per read). A buffer still shared (a handler suspended with its packet)
+    /// is replaced by `clear`'s copy; the old memory stays with the packet.
+    @exclusivity(unchecked) private var readBuffers: [ByteBuffer] = []
+    @exclusivity(unchecked) private var readsThisTurn = 0
+    /// Reads of a turn beyond this many allocate as they go.
+    private static let maxReadBuffers = 64
+
+    /// The buffer for the next read of this turn (empty when it has none yet).
+    func takeReadBuffer() -> ByteBuffer {
+        guard readsThisTurn < readBuffers.count else { return ByteBuffer() }
+        return readBuffers.withUnsafeMutableBufferPointer { buffers in
+            // Moved out, so that the reader holds the only reference while it writes.
+            var taken = ByteBuffer()
+            swap(&taken, &buffers[readsThisTurn])
+            return taken
+        }
+    }
+
+    /// Gives back the buffer `takeReadBuffer` returned, after the read.
+    func giveBackReadBuffer(_ buffer: ByteBuffer) {
+        if readsThisTurn < readBuffers.count {
+            readBuffers[readsThisTurn] = buffer
+        } else if readBuffers.count < Self.maxReadBuffers {
+            readBuffers.append(buffer)
+        }
+        readsThisTurn += 1
+    }
 
     init() throws {
         epoll = try Syscall.retrying("epoll_create1") { epoll_create1(CInt(EPOLL_CLOEXEC)) }
@@ -134,6 +160,7 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
             let ready = events.withUnsafeMutableBufferPointer { buffer in
                 epoll_wait(epoll, buffer.baseAddress, CInt(buffer.count), timeout)
             }
+            readsThisTurn = 0
             if ready > 0 {
                 for index in 0..<Int(ready) {
                     let event = events[index]

@@ -96,8 +96,8 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
             // link's 16 KiB, in a base-mode worker whose clients read 2 KiB): a reply that is
             // a slice of the read, waiting for a client that does not read, would hold all of
             // it while `bufferOutputSize` counts only the slice.
-            var buffer = loop.readBuffer.capacity <= 4 * readSize ? loop.readBuffer : ByteBuffer()
-            loop.readBuffer = ByteBuffer()
+            var buffer = loop.takeReadBuffer()
+            if buffer.capacity > 4 * readSize { buffer = ByteBuffer() }
             buffer.clear(minimumCapacity: readSize)
             var offered = 0
             var wouldBlock = false
@@ -153,7 +153,7 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
     /// Returns the read's memory to the loop, unless it is large: a slice kept of it (a
     /// partial packet waiting for the rest) would hold all of it, for each connection.
     private func giveBack(_ buffer: ByteBuffer) {
-        if buffer.capacity <= 16_384 { loop.readBuffer = buffer }
+        loop.giveBackReadBuffer(buffer.capacity <= 16_384 ? buffer : ByteBuffer())
     }
 
     /// Queues bytes behind those queued before, to go out at the next `flush`.
@@ -176,11 +176,34 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         if !unsent.isEmpty && !waitingForSpace { drain() }
     }
 
-    /// Queues and writes.
+    /// Writes `bytes` after what waits; what the socket does not take waits for room. When
+    /// nothing waits (the usual case), they go straight to the socket, without a pass through
+    /// the queue.
     func send(_ bytes: ByteBuffer) {
-        enqueue(bytes)
-        flush()
+        guard isIdle else {
+            enqueue(bytes)
+            flush()
+            return
+        }
+        guard bytes.readableBytes > 0 else { return }
+        let written: Int?
+        do {
+            written = try bytes.withUnsafeReadableBytes { try Syscall.write(fd, $0) }
+        } catch {
+            close(error)
+            return
+        }
+        guard let written, written == bytes.readableBytes else {
+            var rest = bytes
+            rest.moveReaderIndex(forwardBy: written ?? 0)
+            enqueue(rest)
+            waitForSpace()
+            return
+        }
     }
+
+    /// Nothing waits to be written, and the socket is open.
+    var isIdle: Bool { unsent.isEmpty && !waitingForSpace && !isClosed }
 
     /// Runs `body` on the loop once everything queued has reached the socket, or cannot.
     func whenSent(_ body: @escaping () -> Void) {
