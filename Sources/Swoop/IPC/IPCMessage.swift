@@ -113,8 +113,10 @@ struct HTTPWirePair: Sendable, Equatable {
 ///
 /// A class: a request's head is handed from the IPC message to the handler's request (and,
 /// in the master, from the parser to the message), and each copy of a struct retained and
-/// released its strings and fields one by one.
-final class HTTPWireHead: Sendable, Equatable {
+/// released its strings and fields one by one. Not final: the parser's head
+/// (`ParsedRequestHead`) is one, with what the session decides by, so that a request needs
+/// one object for both.
+class HTTPWireHead: @unchecked Sendable, Equatable {
     let method: String
     let target: String
     let versionMajor: Int

@@ -2,13 +2,11 @@ import CNIOLLHTTP
 import NIOCore
 import NIOHTTP1
 
-/// A request head as the parser read it: already in the form a worker receives
-/// (``HTTPWireHead``), with what the master's session decides by. A class: the session's
-/// state holds it from the head to the response's end, and each look at the state copied
-/// all its strings.
-final class ParsedRequestHead: Sendable {
-    let wire: HTTPWireHead
-    let method: HTTPMethod
+/// A request head as the parser read it: the form a worker receives (``HTTPWireHead``), with
+/// what the master's session decides by. A class: the session's state holds it from the head
+/// to the response's end, and each look at the state copied all its strings.
+final class ParsedRequestHead: HTTPWireHead, @unchecked Sendable {
+    let httpMethod: HTTPMethod
     let version: HTTPVersion
     /// Whether the connection stays open after the response (llhttp's reading of the
     /// version and the Connection header).
@@ -20,23 +18,27 @@ final class ParsedRequestHead: Sendable {
     /// A HEAD request: its response has no body.
     let isHead: Bool
 
-    init(wire: HTTPWireHead, method: HTTPMethod, version: HTTPVersion, isKeepAlive: Bool, contentLength: UInt64?,
-         expectsContinue: Bool) {
-        self.wire = wire
-        self.method = method
+    init(methodName: String, target: String, headers: [HTTPWirePair], method: HTTPMethod, version: HTTPVersion,
+         isKeepAlive: Bool, contentLength: UInt64?, expectsContinue: Bool) {
+        self.httpMethod = method
         self.version = version
         self.isKeepAlive = isKeepAlive
         self.contentLength = contentLength
         self.expectsContinue = expectsContinue
-        if case .HEAD = method { isHead = true } else { isHead = false }
+        if case .HEAD = httpMethod { isHead = true } else { isHead = false }
+        super.init(method: methodName, target: target, versionMajor: version.major, versionMinor: version.minor,
+                   headers: headers)
     }
 
-    var uri: String { wire.target }
+    /// The head as a worker receives it: this object.
+    var wire: HTTPWireHead { self }
+
+    var uri: String { target }
 
     /// NIO's form of the head, for the code written against it (the static file handler).
     var nioHead: HTTPRequestHead {
-        HTTPRequestHead(version: version, method: method, uri: wire.target,
-                        headers: HTTPHeaders(wire.headers.map { ($0.name, $0.value) }))
+        HTTPRequestHead(version: version, method: httpMethod, uri: target,
+                        headers: HTTPHeaders(headers.map { ($0.name, $0.value) }))
     }
 }
 
@@ -230,9 +232,7 @@ final class HTTPRequestParser {
         let fields = headers
         headers = []
         let head = ParsedRequestHead(
-            wire: HTTPWireHead(method: name, target: target.take { String(decoding: $0, as: UTF8.self) },
-                               versionMajor: Int(p.pointee.http_major), versionMinor: Int(p.pointee.http_minor),
-                               headers: fields),
+            methodName: name, target: target.take { String(decoding: $0, as: UTF8.self) }, headers: fields,
             method: method, version: HTTPVersion(major: Int(p.pointee.http_major), minor: Int(p.pointee.http_minor)),
             isKeepAlive: c_nio_llhttp_should_keep_alive(p) == 1,
             contentLength: flags & F_CONTENT_LENGTH.rawValue != 0 ? p.pointee.content_length : nil,

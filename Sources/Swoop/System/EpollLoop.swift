@@ -240,10 +240,14 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     }
 
     func execute(_ task: @escaping @Sendable () -> Void) {
+        // Posted by the loop's own thread, the task needs no wake-up: the loop is awake and
+        // runs it at the end of this turn. (The inbox still says "asleep" until the turn's
+        // I/O is done, and waking it anyway wrote and read the eventfd in most turns.)
+        let onLoop = inEventLoop
         let wakeUp = inbox.withLockedValue { inbox -> Bool in
             inbox.tasks.append(task)
             defer { inbox.sleeping = false }
-            return inbox.sleeping
+            return inbox.sleeping && !onLoop
         }
         if wakeUp { signalWake() }
     }
