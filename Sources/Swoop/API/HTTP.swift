@@ -370,18 +370,20 @@ public final class Response: Sendable {
     }
 
     private func sendPart(_ data: ByteBuffer, end: Bool) throws {
-        let message = try state.withLock { state -> IPCMessage in
+        // The head, unless it went with an earlier part.
+        let head = try state.withLock { state -> (status: Int, pairs: [HTTPWirePair])? in
             guard !state.ended else { throw ServerError.responseEnded }
             state.ended = end
-            if state.headSent {
-                return .httpBody(connection: connection, sequence: sequence, data: data, end: end)
-            }
+            if state.headSent { return nil }
             state.headSent = true
-            let pairs = state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
-            return .httpResponse(connection: connection, sequence: sequence, status: state.status.code,
-                                 headers: pairs, body: data, end: end)
+            return (state.status.code, state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) })
         }
-        worker.post(message)
+        if let head {
+            worker.postResponse(connection: connection, sequence: sequence, status: head.status, headers: head.pairs,
+                                body: data, end: end)
+        } else {
+            worker.post(.httpBody(connection: connection, sequence: sequence, data: data, end: end))
+        }
     }
 
     /// After the handler returned: ends a response it left open.

@@ -242,6 +242,13 @@ final class Reactor: @unchecked Sendable {
         unflushed.removeAll(keepingCapacity: true)
     }
 
+    /// An HTTP response's head with its body (or first part), for one of this reactor's connections.
+    func respond(_ connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer,
+                 end: Bool) {
+        connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers, body: body,
+                                                end: end)
+    }
+
     /// Carries out a worker's instruction for one of this reactor's connections: a reply,
     /// an HTTP response or a part of one, a close.
     func apply(_ message: IPCMessage) {
@@ -249,8 +256,7 @@ final class Reactor: @unchecked Sendable {
         case let .send(connection, data):
             deliver(connection, data)
         case let .httpResponse(connection, sequence, status, headers, body, end):
-            connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers,
-                                                    body: body, end: end)
+            respond(connection, sequence: sequence, status: status, headers: headers, body: body, end: end)
         case let .httpBody(connection, sequence, data, end):
             connections[connection]?.http?.responseBody(sequence: sequence, data: data, end: end)
         case let .httpSendfile(connection, sequence, status, headers, path, device, inode, offset, length):

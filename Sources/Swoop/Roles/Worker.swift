@@ -198,6 +198,20 @@ final class WorkerRuntime: @unchecked Sendable {
         }
     }
 
+    /// An HTTP response's head with its body (or first part). In base mode, on the loop, it
+    /// goes to the worker's own connection directly: an `IPCMessage` made and taken apart
+    /// for it cost about 700 instructions, a few per cent of a request.
+    func postResponse(connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer,
+                      end: Bool) {
+        if let local, local.owns(connection), loop.inEventLoop {
+            local.reactor.respond(connection, sequence: sequence, status: status, headers: headers, body: body, end: end)
+            if !inReadBatch { flush() }
+            return
+        }
+        post(.httpResponse(connection: connection, sequence: sequence, status: status, headers: headers, body: body,
+                           end: end))
+    }
+
     private func write(_ message: IPCMessage) {
         if let local {
             switch message {
