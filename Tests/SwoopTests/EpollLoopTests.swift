@@ -35,6 +35,55 @@ final class EpollLoopTests: XCTestCase {
         XCTAssertFalse(loop.inEventLoop)
     }
 
+    /// Tasks the loop posts to itself, from a task or while it handles I/O, run in order
+    /// without waking it through the eventfd: it is awake, and runs them after the turn's I/O.
+    func testTasksPostedByTheLoopItselfRunWithoutAWakeUp() throws {
+        var pair: [CInt] = [0, 0]
+        XCTAssertEqual(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0, &pair), 0)
+        let (ours, theirs) = (pair[0], pair[1])
+        defer { close(ours); close(theirs) }
+        let loop = self.loop!
+        let seen = NIOLockedValueBox<[Int]>([])
+        // Not a promise: waiting on one from this thread posts a task to the loop.
+        let done = DispatchSemaphore(value: 0)
+        /// On each arrival, posts a chain of tasks, each posting the next.
+        final class Poster: EpollWatcher, @unchecked Sendable {
+            let fd: CInt
+            let loop: EpollLoop
+            let seen: NIOLockedValueBox<[Int]>
+            let done: DispatchSemaphore
+            init(fd: CInt, loop: EpollLoop, seen: NIOLockedValueBox<[Int]>, done: DispatchSemaphore) {
+                self.fd = fd
+                self.loop = loop
+                self.seen = seen
+                self.done = done
+            }
+            func ready(_ events: UInt32) {
+                var byte: UInt8 = 0
+                while read(fd, &byte, 1) > 0 {}
+                post(0)
+            }
+            func post(_ index: Int) {
+                loop.execute { [self] in
+                    seen.withLockedValue { $0.append(index) }
+                    if index == 99 { done.signal() } else { post(index + 1) }
+                }
+            }
+        }
+        let poster = Poster(fd: ours, loop: loop, seen: seen, done: done)
+        try loop.submit { try loop.watch(ours, events: EpollLoop.readable, poster) }.wait()
+        // Let the loop fall asleep, so that an I/O event wakes it (the state in which the
+        // inbox still says "asleep" while the loop handles the event).
+        usleep(50_000)
+        let before = loop.wakeUpsForTesting
+        var byte: UInt8 = 1
+        XCTAssertEqual(write(theirs, &byte, 1), 1)
+        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(seen.withLockedValue { $0 }, Array(0..<100))
+        XCTAssertEqual(loop.wakeUpsForTesting, before, "the loop's own posts wrote the eventfd")
+        try loop.submit { loop.unwatch(ours) }.wait()
+    }
+
     func testTimersFireInDeadlineOrderAndCancelledOnesDoNot() throws {
         let order = NIOLockedValueBox<[String]>([])
         let late = loop.scheduleTask(in: .milliseconds(60)) { order.withLockedValue { $0.append("late") } }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Atomics
 import CSwoop
 import Foundation
 import NIOConcurrencyHelpers
@@ -253,9 +254,14 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     }
 
     private func signalWake() {
+        wakeUps.wrappingIncrement(ordering: .relaxed)
         var one: UInt64 = 1
         _ = Glibc.write(wake, &one, 8)
     }
+
+    /// Writes to the eventfd so far (tests: the loop's own posts must not make any).
+    private let wakeUps = ManagedAtomic(0)
+    var wakeUpsForTesting: Int { wakeUps.load(ordering: .relaxed) }
 
     @discardableResult
     func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
