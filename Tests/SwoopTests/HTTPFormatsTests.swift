@@ -67,6 +67,33 @@ final class HTTPFormatsTests: XCTestCase {
         XCTAssertEqual(request.version, "1.0")
     }
 
+    /// Query, cookies, form and version are parsed on first use; a copy changed afterwards
+    /// keeps what it was given, and the request it was copied from keeps its own.
+    func testDerivedFieldsAreMadeOnFirstUseAndSetPerCopy() {
+        let head = HTTPWireHead(method: "GET", target: "/p?a=1", versionMajor: 1, versionMinor: 1,
+                                headers: [.init(name: "Cookie", value: "c=0")])
+        let original = Request(wire: head, body: ByteBuffer(), connection: ConnectionID(2), reactorId: 0)
+        XCTAssertEqual(original.query, ["a": "1"])
+        var changed = original
+        changed.query = ["b": "2"]
+        changed.queryString = "b=2"
+        changed.cookies = ["c": "3"]
+        changed.form = ["f": "4"]
+        changed.version = "2"
+        XCTAssertEqual(original.query, ["a": "1"])
+        XCTAssertEqual(original.queryString, "a=1")
+        XCTAssertEqual(original.cookies, ["c": "0"])
+        XCTAssertEqual(original.form, [:])
+        XCTAssertEqual(original.version, "1.1")
+        let copyOfChanged = changed
+        XCTAssertEqual(copyOfChanged.query, ["b": "2"])
+        XCTAssertEqual(copyOfChanged.queryString, "b=2")
+        XCTAssertEqual(copyOfChanged.cookies, ["c": "3"])
+        XCTAssertEqual(copyOfChanged.form, ["f": "4"])
+        XCTAssertEqual(copyOfChanged.version, "2")
+        XCTAssertEqual(copyOfChanged.path, "/p")
+    }
+
     func testMediaTypes() {
         XCTAssertEqual(MediaType.guess("/a/b/index.HTML"), "text/html; charset=utf-8")
         XCTAssertEqual(MediaType.guess("/a/b.c/noext"), "application/octet-stream")
