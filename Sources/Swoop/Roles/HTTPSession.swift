@@ -186,7 +186,8 @@ final class HTTPSession: @unchecked Sendable {
     /// Takes what was held while the response just ended was pending, up to the next request
     /// that needs a worker (or until the connection closes), then lets reading go on.
     private func takeHeld() {
-        guard !takingHeld else { return }
+        // Nothing held (the usual case): reading was not paused either.
+        guard !held.isEmpty, !takingHeld else { return }
         takingHeld = true
         defer { takingHeld = false }
         while !held.isEmpty && !responsePending {
