@@ -20,6 +20,15 @@ final class EpollLoopTests: XCTestCase {
         loop = nil
     }
 
+    /// A connected pair of non-blocking stream sockets (the test closes both).
+    private func socketPair() throws -> (CInt, CInt) {
+        var pair: [CInt] = [0, 0]
+        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0, &pair) == 0 else {
+            throw SystemError(call: "socketpair", errno: errno)
+        }
+        return (pair[0], pair[1])
+    }
+
     func testTasksFromOtherThreadsRunOnTheLoopInOrder() throws {
         let seen = NIOLockedValueBox<[Int]>([])
         let done = loop.makePromise(of: Void.self)
@@ -38,9 +47,7 @@ final class EpollLoopTests: XCTestCase {
     /// Tasks the loop posts to itself, from a task or while it handles I/O, run in order
     /// without waking it through the eventfd: it is awake, and runs them after the turn's I/O.
     func testTasksPostedByTheLoopItselfRunWithoutAWakeUp() throws {
-        var pair: [CInt] = [0, 0]
-        XCTAssertEqual(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0, &pair), 0)
-        let (ours, theirs) = (pair[0], pair[1])
+        let (ours, theirs) = try socketPair()
         defer { close(ours); close(theirs) }
         let loop = self.loop!
         let seen = NIOLockedValueBox<[Int]>([])
@@ -114,9 +121,7 @@ final class EpollLoopTests: XCTestCase {
     }
 
     func testAWatchedPipeIsReportedReadable() throws {
-        var pair: [CInt] = [0, 0]
-        XCTAssertEqual(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0, &pair), 0)
-        let (ours, theirs) = (pair[0], pair[1])
+        let (ours, theirs) = try socketPair()
         defer { close(ours); close(theirs) }
         let loop = self.loop!
         final class Reader: EpollWatcher, @unchecked Sendable {

@@ -185,20 +185,23 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
             flush()
             return
         }
-        guard bytes.readableBytes > 0 else { return }
-        let written: Int?
-        do {
-            written = try bytes.withUnsafeReadableBytes { try Syscall.write(fd, $0) }
-        } catch {
-            close(error)
-            return
-        }
-        guard let written, written == bytes.readableBytes else {
+        guard bytes.readableBytes > 0, let written = writeOnce(bytes) else { return }
+        if written < bytes.readableBytes {
             var rest = bytes
-            rest.moveReaderIndex(forwardBy: written ?? 0)
+            rest.moveReaderIndex(forwardBy: written)
             enqueue(rest)
             waitForSpace()
-            return
+        }
+    }
+
+    /// One write(2) of `bytes`: how many the socket took (0: none, it is full), or nil when
+    /// the write failed, which closed the socket.
+    private func writeOnce(_ bytes: ByteBuffer) -> Int? {
+        do {
+            return try bytes.withUnsafeReadableBytes { try Syscall.write(fd, $0) } ?? 0
+        } catch {
+            close(error)
+            return nil
         }
     }
 
@@ -246,14 +249,8 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         while !isClosed, let first = unsent.first {
             switch first {
             case .bytes(var bytes):
-                let written: Int?
-                do {
-                    written = try bytes.withUnsafeReadableBytes { try Syscall.write(fd, $0) }
-                } catch {
-                    close(error)
-                    return
-                }
-                guard let written else { return waitForSpace() }
+                guard let written = writeOnce(bytes) else { return }
+                guard written > 0 else { return waitForSpace() }
                 unsentBytes -= written
                 bytes.moveReaderIndex(forwardBy: written)
                 if bytes.readableBytes == 0 {
