@@ -19,16 +19,8 @@ MODE=${MODE:-process} LOAD=${LOAD:-http} ROUNDS=${ROUNDS:-4} DURATION=${DURATION
 load="$here/.build/release/swoop-load"
 [[ "$LOAD" == http ]] || [[ -x "$load" ]] || (cd "$here" && swift build -c release --product swoop-load >/dev/null)
 
-pid=""
+source "$here/stop-by-pid.sh"
 out=""
-stop() {
-    [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=""
-}
 trap 'stop; [[ -z "$out" ]] || rm -f "$out"' EXIT
 
 declare -A results

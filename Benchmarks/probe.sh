@@ -16,15 +16,7 @@ PROTOCOLS="${PROTOCOLS:-line http}"
 B="$here/.build/release"
 [[ "${BUILD:-1}" == 1 ]] && (cd "$here" && swift build -c release >/dev/null)
 work="$(mktemp -d /tmp/swoop-probe.XXXXXX)"
-pid=""
-stop() {
-    [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=""
-}
+source "$here/stop-by-pid.sh"
 trap stop EXIT
 
 # start PREFIX BINARY ARGS...: runs a server in the background, waits for its ready line.

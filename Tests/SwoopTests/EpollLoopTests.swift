@@ -79,9 +79,13 @@ final class EpollLoopTests: XCTestCase {
         }
         let poster = Poster(fd: ours, loop: loop, seen: seen, done: done)
         try loop.submit { try loop.watch(ours, events: EpollLoop.readable, poster) }.wait()
-        // Let the loop fall asleep, so that an I/O event wakes it (the state in which the
-        // inbox still says "asleep" while the loop handles the event).
-        usleep(50_000)
+        // Wait for the loop to fall asleep, so that the I/O event wakes it: the state in which
+        // the inbox still says "asleep" while the loop handles the event.
+        let asleepBy = Date().addingTimeInterval(10)
+        while !loop.isAsleepForTesting {
+            guard Date() < asleepBy else { return XCTFail("the loop never went to sleep") }
+            sched_yield()
+        }
         let before = loop.wakeUpsForTesting
         var byte: UInt8 = 1
         XCTAssertEqual(write(theirs, &byte, 1), 1)

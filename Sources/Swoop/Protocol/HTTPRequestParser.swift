@@ -259,38 +259,32 @@ final class HTTPRequestParser {
 private struct PieceBytes {
     /// The piece, in the bytes being parsed, while it came in one call.
     private var span: UnsafeBufferPointer<UInt8>?
-    /// The piece's bytes, copied, when it did not.
+    /// The piece's bytes, copied, when it did not (empty otherwise: a piece is one or the other).
     private var gathered: [UInt8] = []
-    private var gathering = false
 
     mutating func add(_ bytes: UnsafeBufferPointer<UInt8>) {
-        if !gathering && span == nil {
+        if span == nil && gathered.isEmpty {
             span = bytes
             return
         }
         keep()
-        gathering = true
         gathered.append(contentsOf: bytes)
     }
 
     /// Copies a piece begun in the bytes being parsed out of them, before they go.
     mutating func keep() {
         guard let span else { return }
-        gathering = true
         gathered.append(contentsOf: span)
         self.span = nil
     }
 
     /// Hands the piece to `body` and empties it.
     mutating func take<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
-        if !gathering {
+        guard !gathered.isEmpty else {
             defer { span = nil }
             return body(span ?? UnsafeBufferPointer(start: nil, count: 0))
         }
-        defer {
-            gathered.removeAll(keepingCapacity: true)
-            gathering = false
-        }
+        defer { gathered.removeAll(keepingCapacity: true) }
         return gathered.withUnsafeBufferPointer(body)
     }
 }

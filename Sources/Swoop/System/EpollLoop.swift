@@ -262,6 +262,8 @@ final class EpollLoop: EventLoop, @unchecked Sendable {
     /// Writes to the eventfd so far (tests: the loop's own posts must not make any).
     private let wakeUps = ManagedAtomic(0)
     var wakeUpsForTesting: Int { wakeUps.load(ordering: .relaxed) }
+    /// The loop is (about to be) asleep in `epoll_wait` with nothing posted (tests).
+    var isAsleepForTesting: Bool { inbox.withLockedValue { $0.sleeping } }
 
     @discardableResult
     func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
