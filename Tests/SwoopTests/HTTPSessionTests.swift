@@ -115,7 +115,7 @@ final class HTTPSessionTests: XCTestCase {
     private func answer(_ sequence: UInt32, _ text: String) throws {
         let reactor = self.reactor!
         try loop.submit {
-            reactor.connections[1]?.http?.response(sequence: sequence, status: 200, headers: [],
+            reactor.connections[1]?.http?.response(sequence: sequence, status: 200, headers: [HTTPWirePair](),
                                                    body: ByteBuffer(string: text), end: true)
         }.wait()
         try settle()

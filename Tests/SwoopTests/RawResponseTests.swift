@@ -1,3 +1,4 @@
+import HTTPTypes
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -126,5 +127,43 @@ final class RawResponseTests: XCTestCase {
         // A bridged or substring-made string may not be contiguous: the same answers.
         let long = String(repeating: "X-Custom-Header-", count: 8)
         XCTAssertTrue(RawResponse.isToken(String(long.dropFirst(2))))
+    }
+
+    /// Base mode hands the encoder the handler's own `HTTPFields` and a string body as they
+    /// are: the bytes must be those of the pairs and buffer process mode sends.
+    func testTheHandlersFieldsAndStringBodyEncodeAsThePairsDo() throws {
+        var fields = HTTPFields()
+        fields[.contentType] = "text/plain"
+        fields.append(HTTPField(name: .setCookie, value: "a=1"))
+        fields.append(HTTPField(name: .setCookie, value: "b=2"))
+        fields[.connection] = "close"
+        let pairs = fields.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
+        for body in ["", "Hello, World!", String(repeating: "x", count: 5000)] {
+            let fromPairs = try XCTUnwrap(RawResponse.encode(status: 200, headers: pairs, body: ByteBuffer(string: body),
+                                                            isHead: false, version: .http1_1, keepAlive: true,
+                                                            allocator: allocator))
+            let fromFields = try XCTUnwrap(RawResponse.encode(status: 200, headers: fields, body: body, isHead: false,
+                                                             version: .http1_1, keepAlive: true, allocator: allocator))
+            let expected = String(buffer: fromPairs.bytes)
+            let text = String(buffer: fromFields.bytes)
+            // The Date field may have turned over between the two.
+            XCTAssertEqual(text.replacingOccurrences(of: date(in: text), with: ""),
+                           expected.replacingOccurrences(of: date(in: expected), with: ""))
+            XCTAssertTrue(text.hasSuffix("\r\n\r\n" + body))
+            XCTAssertTrue(fromFields.close)
+        }
+    }
+
+    /// A field's name is a token by construction and is not checked again, but its value is:
+    /// a lenient one may hold a control character, which the encoder leaves to the checks of
+    /// NIO's path (a 500).
+    func testALenientFieldValueWithAControlCharacterIsDeclined() {
+        var fields = HTTPFields()
+        fields.append(HTTPField(name: HTTPField.Name("X-Odd")!, lenientValue: Array("a\u{1}b".utf8)))
+        XCTAssertNil(RawResponse.encode(status: 200, headers: fields, body: "x", isHead: false, version: .http1_1,
+                                        keepAlive: true, allocator: allocator))
+        fields = [HTTPField.Name("X-Fine")!: "a\tb"]
+        XCTAssertNotNil(RawResponse.encode(status: 200, headers: fields, body: "x", isHead: false, version: .http1_1,
+                                           keepAlive: true, allocator: allocator))
     }
 }

@@ -307,7 +307,7 @@ public final class Response: Sendable {
 
     /// Sends a string's UTF-8 bytes as a part of the body.
     public func write(_ text: String) throws {
-        try write(ByteBuffer(string: text))
+        try send(text, end: false)
     }
 
     /// Ends the response with `body` (its last part after ``write(_:)-(ByteBuffer)``).
@@ -317,7 +317,7 @@ public final class Response: Sendable {
 
     /// Ends the response with a string's UTF-8 bytes.
     public func end(_ text: String) throws {
-        try end(ByteBuffer(string: text))
+        try send(text, end: true)
     }
 
     /// Ends the response with a file's contents, or `length` bytes of it from `offset`
@@ -352,6 +352,13 @@ public final class Response: Sendable {
         worker.post(message)
     }
 
+    /// A string within one part goes on as it is: in base mode the master's side writes it
+    /// straight into the response.
+    private func send(_ text: String, end: Bool) throws {
+        guard text.utf8.count > maxChunk else { return try sendPart(text, end: end) }
+        try send(ByteBuffer(string: text), end: end)
+    }
+
     private func send(_ data: ByteBuffer, end: Bool) throws {
         guard data.readableBytes > maxChunk else { return try sendPart(data, end: end) }
         // A body larger than one IPC frame should carry goes in parts; a whole body sent at
@@ -369,20 +376,20 @@ public final class Response: Sendable {
         }
     }
 
-    private func sendPart(_ data: ByteBuffer, end: Bool) throws {
+    private func sendPart<Body: WireBody>(_ data: Body, end: Bool) throws {
         // The head, unless it went with an earlier part.
-        let head = try state.withLock { state -> (status: Int, pairs: [HTTPWirePair])? in
+        let head = try state.withLock { state -> (status: Int, fields: HTTPFields)? in
             guard !state.ended else { throw ServerError.responseEnded }
             state.ended = end
             if state.headSent { return nil }
             state.headSent = true
-            return (state.status.code, state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) })
+            return (state.status.code, state.headers)
         }
         if let head {
-            worker.postResponse(connection: connection, sequence: sequence, status: head.status, headers: head.pairs,
+            worker.postResponse(connection: connection, sequence: sequence, status: head.status, headers: head.fields,
                                 body: data, end: end)
         } else {
-            worker.post(.httpBody(connection: connection, sequence: sequence, data: data, end: end))
+            worker.post(.httpBody(connection: connection, sequence: sequence, data: data.buffer, end: end))
         }
     }
 

@@ -1,5 +1,53 @@
+import HTTPTypes
 import NIOCore
 import NIOHTTP1
+
+/// A response's header field as the encoder reads it: the handler's own `HTTPField`s in base
+/// mode (no array of pairs made from them), an IPC message's pairs in process mode.
+protocol WireField {
+    var wireName: String { get }
+    var wireValue: String { get }
+    /// Whether every name is a token by construction (no need to check it again).
+    static var nameIsToken: Bool { get }
+}
+
+extension HTTPWirePair: WireField {
+    var wireName: String { name }
+    var wireValue: String { value }
+    static var nameIsToken: Bool { false }
+}
+
+extension HTTPField: WireField {
+    var wireName: String { name.rawName }
+    var wireValue: String { value }
+    /// `HTTPField.Name` accepts tokens only. (Values are checked: a lenient one may hold
+    /// a control character.)
+    static var nameIsToken: Bool { true }
+}
+
+/// A response body as the handler gave it. A string is written straight into the response's
+/// buffer in base mode, rather than first into a buffer of its own (an allocation and a copy).
+protocol WireBody {
+    var byteCount: Int { get }
+    /// The bytes as a buffer, for the paths that keep or transform them.
+    var buffer: ByteBuffer { get }
+    func put(into writer: inout ByteWriter)
+    func append(to buffer: inout ByteBuffer)
+}
+
+extension ByteBuffer: WireBody {
+    var byteCount: Int { readableBytes }
+    var buffer: ByteBuffer { self }
+    func put(into writer: inout ByteWriter) { writer.put(bytes: self) }
+    func append(to buffer: inout ByteBuffer) { buffer.writeImmutableBuffer(self) }
+}
+
+extension String: WireBody {
+    var byteCount: Int { utf8.count }
+    var buffer: ByteBuffer { ByteBuffer(string: self) }
+    func put(into writer: inout ByteWriter) { writer.put(self) }
+    func append(to buffer: inout ByteBuffer) { buffer.writeString(self) }
+}
 
 /// The common HTTP response — whole, final, not to a HEAD request, not compressed — encoded
 /// in one buffer by Swoop instead of NIO's response encoder.
@@ -16,9 +64,10 @@ enum RawResponse {
     /// The header rules are `HTTPSession`'s: Transfer-Encoding dropped, Content-Length set
     /// to the body's (replacing the handler's, and placed last), Server and Date added when
     /// the handler set none, Connection set when closing or for HTTP/1.0.
-    static func encode(status code: Int, headers: [HTTPWirePair], body: ByteBuffer, isHead: Bool,
-                       version: HTTPVersion, keepAlive: Bool,
-                       allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, close: Bool)? {
+    static func encode<Fields: Collection, Body: WireBody>(
+        status code: Int, headers: Fields, body: Body, isHead: Bool, version: HTTPVersion, keepAlive: Bool,
+        allocator: ByteBufferAllocator
+    ) -> (bytes: ByteBuffer, close: Bool)? where Fields.Element: WireField {
         // The status line's code and reason: a literal for the common ones, NIO's table for
         // the rest.
         let common = commonStatus(code)
@@ -33,13 +82,14 @@ enum RawResponse {
         // One pass for the checks and the sizes (the Connection fields' apart: they are left
         // out when the master sets its own), one to write.
         var fieldsSize = 0, connectionSize = 0
-        for pair in headers {
-            guard isToken(pair.name), isFieldValue(pair.value) else { return nil }
-            let size = pair.name.utf8.count + 2 + pair.value.utf8.count + 2
-            switch kind(of: pair.name) {
+        for field in headers {
+            let name = field.wireName, value = field.wireValue
+            guard Fields.Element.nameIsToken || isToken(name), isFieldValue(value) else { return nil }
+            let size = name.utf8.count + 2 + value.utf8.count + 2
+            switch kind(of: name) {
             case .connection:
                 // HTTPSession's rule: the first Connection header decides.
-                if !sawConnection, equalsIgnoringCase(pair.value, "close") { close = true }
+                if !sawConnection, equalsIgnoringCase(value, "close") { close = true }
                 sawConnection = true
                 connectionSize += size
             case .framing:
@@ -59,7 +109,7 @@ enum RawResponse {
         // Sized first, then written in one go (see ByteWriter).
         let reason = common == nil ? status.reasonPhrase : ""
         let date = hasDate ? "" : HTTPDate.now()
-        let length = body.readableBytes
+        let length = body.byteCount
         var size = 9 + (common?.utf8CodeUnitCount ?? ByteWriter.decimalLength(code) + 1 + reason.utf8.count + 2)
         size += fieldsSize + (setsConnection ? 0 : connectionSize)
         size += 16 + ByteWriter.decimalLength(length) + 2
@@ -81,15 +131,16 @@ enum RawResponse {
                 out.put(reason)
                 out.put(literal: "\r\n")
             }
-            for pair in headers {
-                switch kind(of: pair.name) {
+            for field in headers {
+                let name = field.wireName
+                switch kind(of: name) {
                 case .framing: continue
                 case .connection where setsConnection: continue
                 default: break
                 }
-                out.put(pair.name)
+                out.put(name)
                 out.put(literal: ": ")
-                out.put(pair.value)
+                out.put(field.wireValue)
                 out.put(literal: "\r\n")
             }
             out.put(literal: "Content-Length: ")
@@ -111,9 +162,9 @@ enum RawResponse {
                 out.put(literal: "Connection: keep-alive\r\n")
             }
             out.put(literal: "\r\n")
-            if inline { out.put(bytes: body) }
+            if inline { body.put(into: &out) }
         }
-        if !inline { buffer.writeImmutableBuffer(body) }
+        if !inline { body.append(to: &buffer) }
         return (buffer, close)
     }
 

@@ -126,8 +126,13 @@ final class Reactor: @unchecked Sendable {
     @exclusivity(unchecked) private var roundRobin = 0
     private var heartbeat: RepeatedTask?
     private var httpSweep: RepeatedTask?
-    /// Base mode: the worker in this process, which gets every event directly.
-    var local: ((IPCMessage) -> Void)?
+    /// Base mode: the worker in this process, which gets every event directly. It holds
+    /// this reactor (checked in debug builds, unchecked in release: see `HTTPSession`).
+    #if DEBUG
+    unowned var local: LocalWorker?
+    #else
+    unowned(unsafe) var local: LocalWorker?
+    #endif
     /// Frames for workers written during this loop turn, sent together at its end: one hop
     /// to each worker link's loop per turn rather than one per packet.
     @exclusivity(unchecked) private var outbox: [(endpoint: WorkerEndpoint, frames: ByteBuffer)] = []
@@ -243,8 +248,9 @@ final class Reactor: @unchecked Sendable {
     }
 
     /// An HTTP response's head with its body (or first part), for one of this reactor's connections.
-    func respond(_ connection: UInt64, sequence: UInt32, status: Int, headers: [HTTPWirePair], body: ByteBuffer,
-                 end: Bool) {
+    func respond<Fields: Collection, Body: WireBody>(_ connection: UInt64, sequence: UInt32, status: Int,
+                                                     headers: Fields, body: Body, end: Bool)
+    where Fields.Element: WireField {
         connections[connection]?.http?.response(sequence: sequence, status: status, headers: headers, body: body,
                                                 end: end)
     }
@@ -276,8 +282,9 @@ final class Reactor: @unchecked Sendable {
         core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
         core.stats.totalRecvBytes.wrappingIncrement(by: data.readableBytes, ordering: .relaxed)
         // Base mode: the worker in this process serves every connection it accepted.
-        let slot = local != nil ? 0 : chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
-                                                 sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: data)
+        if let local { return local.handleReceive(connection: connection.id, reactor: id, data: data) }
+        let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP, sticky: connection.stickySlot,
+                              ipSlot: connection.ipSlot, data: data)
         send(.receive(connection: connection.id, reactor: id, data: data), toSlot: slot,
              connection: connection.id, isRequest: true)
     }
@@ -285,6 +292,10 @@ final class Reactor: @unchecked Sendable {
     /// Hands a whole HTTP request to a worker chosen by the dispatch mode.
     func dispatchHTTP(_ connection: ClientConnection, sequence: UInt32, head: ParsedRequestHead, body: ByteBuffer) {
         core.stats.requestCount.wrappingIncrement(ordering: .relaxed)
+        if let local {
+            return local.handleRequest(connection: connection.id, reactor: id, sequence: sequence, head: head.wire,
+                                       body: body)
+        }
         let slot = chooseSlot(connection: connection.id, remoteIP: connection.remoteIP,
                               sticky: connection.stickySlot, ipSlot: connection.ipSlot, data: body)
         let holder = send(.httpRequest(connection: connection.id, reactor: id, sequence: sequence, head: head.wire, body: body),
@@ -341,7 +352,7 @@ final class Reactor: @unchecked Sendable {
     @discardableResult
     private func send(_ message: IPCMessage, toSlot slot: Int, connection: UInt64, isRequest: Bool = false) -> WorkerEndpoint? {
         if let local {
-            local(message)
+            local.handle(message)
             return nil
         }
         if let endpoint = workers[slot] {
@@ -595,7 +606,7 @@ final class ClientConnection: @unchecked Sendable {
 
     /// Bytes arrived: the connection is not idle.
     func touched() {
-        lastReceive = .now()
+        lastReceive = .uptimeNanoseconds(Syscall.coarseUptimeNanoseconds())
     }
 
     /// The client shut down its sending side, on an HTTP listener (where it is allowed).

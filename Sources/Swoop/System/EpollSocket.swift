@@ -38,7 +38,14 @@ struct FileTruncatedError: Error, CustomStringConvertible {
 final class EpollSocket: EpollWatcher, @unchecked Sendable {
     let fd: CInt
     private let loop: EpollLoop
+    /// Its owner, which closes it (unwatching it) before it goes. Checked in debug builds
+    /// (a use after the owner went traps); unchecked in release, where each checked use
+    /// cost a strong retain and its release, several per request (see ``HTTPSession``).
+    #if DEBUG
     private unowned let delegate: EpollSocketDelegate
+    #else
+    private unowned(unsafe) let delegate: EpollSocketDelegate
+    #endif
     /// What the socket has not taken yet, in order.
     @exclusivity(unchecked) private var unsent = CircularBuffer<Output>()
     private enum Output {
@@ -106,7 +113,7 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
                     // At most the adaptive size, however large the shared buffer has grown.
                     let space = UnsafeMutableRawBufferPointer(rebasing: space.prefix(readSize))
                     offered = space.count
-                    guard let n = try Syscall.read(fd, into: space) else {
+                    guard let n = try Syscall.receive(fd, into: space) else {
                         wouldBlock = true
                         return 0
                     }
@@ -194,11 +201,11 @@ final class EpollSocket: EpollWatcher, @unchecked Sendable {
         }
     }
 
-    /// One write(2) of `bytes`: how many the socket took (0: none, it is full), or nil when
+    /// One send(2) of `bytes`: how many the socket took (0: none, it is full), or nil when
     /// the write failed, which closed the socket.
     private func writeOnce(_ bytes: ByteBuffer) -> Int? {
         do {
-            return try bytes.withUnsafeReadableBytes { try Syscall.write(fd, $0) } ?? 0
+            return try bytes.withUnsafeReadableBytes { try Syscall.send(fd, $0) } ?? 0
         } catch {
             close(error)
             return nil
