@@ -11,7 +11,7 @@
 # hot path (run.sh's throughput on a shared machine is too noisy for a 10 % change).
 # It runs the release swoop-demo (stripped of DWARF, which valgrind 3.19 cannot read)
 # under callgrind with every child traced, starts counting once the server is ready,
-# drives it with swoop-load (8 connections), dumps, and prints for each process its
+# drives it with swoop-load (8 connections, or CONNECTIONS), dumps, and prints for each process its
 # instructions per request and its top functions. Servers are stopped by pid.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +20,7 @@ MODES="${MODES:-base process}"
 REQUESTS_S="${REQUESTS_S:-4}"
 TOP="${TOP:-12}"
 LOAD="${LOAD:-echo}"
+CONNECTIONS="${CONNECTIONS:-8}"
 [[ "$LOAD" == echo || "$LOAD" == http ]] || { echo "LOAD is echo or http" >&2; exit 1; }
 [[ "$LOAD" == echo ]] || command -v wrk >/dev/null || { echo "LOAD=http needs wrk (apt-get install wrk)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
@@ -55,11 +56,11 @@ for mode in $MODES; do
     sleep 1
     callgrind_control -i on >/dev/null 2>&1 || true
     if [[ "$LOAD" == echo ]]; then
-        load="$("$here/.build/release/swoop-load" --port "$port" --connections 8 --duration "$REQUESTS_S" --warmup 0 2>/dev/null)"
+        load="$("$here/.build/release/swoop-load" --port "$port" --connections "$CONNECTIONS" --duration "$REQUESTS_S" --warmup 0 2>/dev/null)"
         requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$load")"
     else
         http_port="$(grep -o 'http-port=[0-9]*' "$work/out" | cut -d= -f2)"
-        load="$(wrk -t1 -c8 -d"${REQUESTS_S}s" "http://127.0.0.1:$http_port/" 2>/dev/null | tr -s ' ' | grep -E 'requests in|Requests/sec' | tr '\n' ' ')"
+        load="$(wrk -t1 -c"$CONNECTIONS" -d"${REQUESTS_S}s" "http://127.0.0.1:$http_port/" 2>/dev/null | tr -s ' ' | grep -E 'requests in|Requests/sec' | tr '\n' ' ')"
         requests="$(awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "requests") { print $i; exit } }' <<<"$load")"
     fi
     # The counts since the zeroing are written when each process exits (its stop adds a

@@ -134,7 +134,10 @@ struct Start: ParsableCommand {
             if let reply = LineCommands.quickReply(data) { return try server.send(connection, reply) }
             try await LineCommands.handle(server, connection, reactorId, data)
         }
+        // The same for `GET /`: answered before the general handler, whose async frame is
+        // sized for every route.
         server.onRequest { request, response in
+            if try HTTPRoutes.quickResponse(request, response) { return }
             try await HTTPRoutes.handle(server, request, response)
         }
         server.onPipeMessage { server, from, message in
@@ -178,11 +181,17 @@ struct Start: ParsableCommand {
 
 /// The HTTP listener's routes (`--http-port`).
 enum HTTPRoutes {
+    /// Answers `GET /` and `HEAD /`, the hot route; false for the others.
+    static func quickResponse(_ request: Request, _ response: Response) throws -> Bool {
+        guard request.path == "/", request.method == .get || request.method == .head else { return false }
+        response.headers[.contentType] = "text/plain"
+        try response.end("Hello, World!")
+        return true
+    }
+
     static func handle(_ server: Server, _ request: Request, _ response: Response) async throws {
         response.headers[.contentType] = "text/plain"
         switch (request.method, request.path) {
-        case (.get, "/"), (.head, "/"):
-            try response.end("Hello, World!")
         case (.get, "/send"):
             // Raw bytes with Server.send ahead of the response, as Swoole's $server->send on
             // an HTTP connection: the handler takes charge of what the client makes of them.
