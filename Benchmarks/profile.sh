@@ -5,6 +5,7 @@
 #   MODES=base REQUESTS_S=3 bash Benchmarks/profile.sh
 #   LOAD=http bash Benchmarks/profile.sh       # HTTP GET / with wrk instead of the echo
 #   KEEP=/tmp/profiles bash Benchmarks/profile.sh   # and keep the callgrind files
+#   DEMO=/tmp/old/swoop-demo BUILD=0 bash Benchmarks/profile.sh   # another build's counts
 #
 # Callgrind counts instructions, not seconds: the figures repeat for the same binary and
 # load whatever else the machine does, which makes them the yardstick for changes to the
@@ -39,7 +40,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-cp "$root/.build/release/swoop-demo" "$work/swoop-demo"
+cp "${DEMO:-$root/.build/release/swoop-demo}" "$work/swoop-demo"
 strip --strip-debug "$work/swoop-demo"
 
 # An HTTP listener only for the HTTP load, as run.sh starts them: without one, a base-mode

@@ -131,6 +131,14 @@ struct Fixture: ParsableCommand {
                 let all = try await server.connections()
                 let line = "exists=\(exists) gone=\(gone) connections=\(all.count) remote=\(info?.remoteIP ?? "-") reactor=\(info?.reactorId ?? -1) server_port=\(info?.serverPort ?? -1)"
                 try reply(ByteBuffer(string: line))
+            case "threads":
+                // Where the handler runs: as called, after an await, and in a plain async
+                // function it calls (which switches to the generic executor on entry).
+                let called = FixtureThread.name()
+                try await Task.sleep(for: .milliseconds(5))
+                let resumed = FixtureThread.name()
+                let callee = await FixtureThread.nameInAsyncFunction()
+                try reply(ByteBuffer(string: "called=\(called) resumed=\(resumed) callee=\(callee)"))
             case let other where other.hasPrefix("sleep "):
                 let ms = Int(other.dropFirst(6)) ?? 0
                 // Logged so that tests can wait for the request to be in a worker's hands.
@@ -206,3 +214,16 @@ struct Fixture: ParsableCommand {
 }
 
 Fixture.main()
+
+/// The name of the calling thread (the worker's loop is "worker loop").
+enum FixtureThread {
+    static func name() -> String {
+        let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?"
+        return comm.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: " ", with: "_")
+    }
+
+    static func nameInAsyncFunction() async -> String {
+        await Task.yield()
+        return name()
+    }
+}

@@ -54,6 +54,15 @@ class FixtureTests: SwoopTestCase {
         XCTAssertEqual(server.processTree().count, 4, "the worker survives a throwing handler")
     }
 
+    /// An async handler runs on its worker's loop thread: when called, after an await, and in
+    /// the async functions it calls (in base mode too: `FixtureBaseModeTests`). The hot
+    /// handlers run on their caller's executor; the loop is the task's executor preference.
+    func testAsyncHandlersRunOnTheWorkersLoopThread() throws {
+        let server = try startServer(["--framing", "length"], program: "swoop-fixture")
+        let client = try connect(server)
+        XCTAssertEqual(try ask(client, "threads"), "called=worker_loop resumed=worker_loop callee=worker_loop")
+    }
+
     func testClientInfoExistsAndConnections() throws {
         let server = try startServer(["--framing", "length"], program: "swoop-fixture")
         let other = try connect(server)

@@ -458,7 +458,10 @@ extension Server {
     }
 
     /// Answers HTTP requests; may await. While one awaits, the worker serves other connections.
-    public func onRequest(_ handler: @escaping @Sendable (Request, Response) async throws -> Void) {
+    /// The handler runs on the worker's event loop, and resumes there after each await.
+    public func onRequest(
+        _ handler: nonisolated(nonsending) @escaping @Sendable (Request, Response) async throws -> Void
+    ) {
         handlers.request = .async(handler)
     }
 }

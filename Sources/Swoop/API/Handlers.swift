@@ -13,14 +13,23 @@ enum Callback<Event: Sendable>: Sendable {
 /// packet, and one more executor check when it returns (Benchmarks/README.md).
 enum ReceiveHandler: Sendable {
     case sync(@Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) throws -> Void)
-    case async(@Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) async throws -> Void)
+    case async(_ body: AsyncReceiveBody)
 }
 
 /// `onRequest`'s handler as the user gave it (see ``ReceiveHandler``).
 enum RequestHandler: Sendable {
     case sync(@Sendable (Request, Response) throws -> Void)
-    case async(@Sendable (Request, Response) async throws -> Void)
+    case async(_ body: AsyncRequestBody)
 }
+
+/// The async hot handlers run on their caller's executor (`nonisolated(nonsending)`): the
+/// worker's runner, on its loop. A plain nonisolated async function switches to the generic
+/// executor on entry, and with the loop as the task's executor preference each switch looks
+/// the preference up under the task's status-record lock (about 250 instructions a packet).
+/// Where they resume after an await is the same either way: the worker's loop.
+typealias AsyncReceiveBody =
+    nonisolated(nonsending) @Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) async throws -> Void
+typealias AsyncRequestBody = nonisolated(nonsending) @Sendable (Request, Response) async throws -> Void
 
 /// The events a worker's handlers receive.
 struct ConnectEvent: Sendable { var connection: ConnectionID; var reactorId: Int }

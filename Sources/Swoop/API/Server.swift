@@ -137,8 +137,12 @@ public final class Server: @unchecked Sendable {
     public func onReceive(_ handler: @escaping @Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) throws -> Void) {
         handlers.receive = .sync(handler)
     }
-    /// A packet arrived; may await.
-    public func onReceive(_ handler: @escaping @Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer) async throws -> Void) {
+    /// A packet arrived; may await. The handler runs on the worker's event loop, and resumes
+    /// there after each await.
+    public func onReceive(
+        _ handler: nonisolated(nonsending) @escaping @Sendable (Server, ConnectionID, _ reactorId: Int, ByteBuffer)
+            async throws -> Void
+    ) {
         handlers.receive = .async(handler)
     }
     /// A connection ended; `reactorId` is -1 when the server closed it.

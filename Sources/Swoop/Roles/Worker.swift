@@ -490,9 +490,8 @@ final class WorkerRuntime: LocalWorker, @unchecked Sendable {
     /// user gave them, with their arguments: no closure is allocated around them, and no
     /// async frame stands between the runner and the handler.
     private enum AsyncCall: Sendable {
-        case request(@Sendable (Request, Response) async throws -> Void, Request, Response)
-        case receive(@Sendable (Server, ConnectionID, Int, ByteBuffer) async throws -> Void, ConnectionID, Int,
-                     ByteBuffer)
+        case request(AsyncRequestBody, Request, Response)
+        case receive(AsyncReceiveBody, ConnectionID, Int, ByteBuffer)
         case event(@Sendable () async throws -> Void)
     }
 
