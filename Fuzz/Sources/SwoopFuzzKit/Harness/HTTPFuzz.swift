@@ -290,14 +290,14 @@ public enum HTTPFuzz {
             case 3:
                 // An interim or impossible status from a handler: the master answers 500.
                 let status = [100, 101, 0, 1000, 65535][Int(answers.next() % 5)]
-                session.response(sequence: sequence, status: status, headers: [], body: body, end: true)
+                session.response(sequence: sequence, status: status, headers: [HTTPWirePair](), body: body, end: true)
             case 4 where clockJumps:
                 // No answer in time: the master's 504; the late answer is dropped.
                 channel.embeddedEventLoop.advanceTime(by: .seconds(61))
                 session.response(sequence: sequence, status: 200, headers: text, body: body, end: true)
             case 5:
                 // An answer to an earlier request arrives late, then the real one.
-                session.response(sequence: sequence &- 1, status: 200, headers: [], body: body, end: true)
+                session.response(sequence: sequence &- 1, status: 200, headers: [HTTPWirePair](), body: body, end: true)
                 session.responseBody(sequence: sequence &+ 1, data: body, end: true)
                 session.response(sequence: sequence, status: 404, headers: text, body: body, end: true)
             case 6:
