@@ -344,7 +344,7 @@ public final class Response: Sendable {
             if state.headers[.contentType] == nil {
                 state.headers[.contentType] = contentType ?? MediaType.guess(path)
             }
-            let pairs = state.headers.map { HTTPWirePair(name: $0.name.rawName, value: $0.value) }
+            let pairs = state.headers.wirePairs
             return .httpSendfile(connection: connection, sequence: sequence, status: state.status.code, headers: pairs,
                                  path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino),
                                  offset: UInt64(offset), length: UInt64(count))

@@ -25,6 +25,14 @@ extension HTTPField: WireField {
     static var nameIsToken: Bool { true }
 }
 
+extension Collection where Element: WireField {
+    /// The fields as an IPC message and NIO's encoder take them: pairs as they are, other
+    /// fields copied (the cast is decided when the generic code is specialized).
+    var wirePairs: [HTTPWirePair] {
+        (self as? [HTTPWirePair]) ?? map { HTTPWirePair(name: $0.wireName, value: $0.wireValue) }
+    }
+}
+
 /// A response body as the handler gave it. A string is written straight into the response's
 /// buffer in base mode, rather than first into a buffer of its own (an allocation and a copy).
 protocol WireBody {

@@ -333,8 +333,7 @@ final class HTTPSession: @unchecked Sendable {
             // request starts now, without waiting to learn when it was written.
             return finish(close: close, last: bytes, leavesAtOnce: bytes.readableBytes <= 64 * 1024)
         }
-        respondThroughNIO(request, status: status, headers: headers.map { HTTPWirePair(name: $0.wireName, value: $0.wireValue) },
-                          body: body.buffer, end: end)
+        respondThroughNIO(request, status: status, headers: headers.wirePairs, body: body.buffer, end: end)
     }
 
     /// The rest of `response`: a head or body NIO's encoder writes (a part of a stream, a
@@ -572,7 +571,7 @@ final class HTTPSession: @unchecked Sendable {
     }
 
     private func armTimer(_ seconds: Double, _ kind: Timeout) {
-        timer = (.uptimeNanoseconds(Syscall.coarseUptimeNanoseconds()) + .milliseconds(Int64(seconds * 1000)), kind)
+        timer = (Syscall.coarseNow() + .milliseconds(Int64(seconds * 1000)), kind)
         connection.reactor.sweepHTTPTimers()
     }
 

@@ -606,7 +606,7 @@ final class ClientConnection: @unchecked Sendable {
 
     /// Bytes arrived: the connection is not idle.
     func touched() {
-        lastReceive = .uptimeNanoseconds(Syscall.coarseUptimeNanoseconds())
+        lastReceive = Syscall.coarseNow()
     }
 
     /// The client shut down its sending side, on an HTTP listener (where it is allowed).

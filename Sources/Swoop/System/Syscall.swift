@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import CSwoop
+import NIOCore
 
 /// The one place where Swoop calls the kernel: EINTR is retried, would-block is a value,
 /// and every other failure is thrown as a ``SystemError`` that carries errno.
@@ -38,11 +39,6 @@ enum Syscall {
     /// Reads what is there; `nil` means it would block, 0 means end of file.
     static func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         try nonBlocking("read", fd) { Glibc.read(fd, buffer.baseAddress, buffer.count) }
-    }
-
-    /// Writes what the descriptor takes of `bytes`; `nil` means it would block.
-    static func write(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws -> Int? {
-        try nonBlocking("write", fd) { Glibc.write(fd, bytes.baseAddress, bytes.count) }
     }
 
     /// Receives what a stream socket holds; `nil` means it would block, 0 means end of stream.
@@ -226,10 +222,10 @@ enum Syscall {
     /// behind at most, and cheaper to read (no TSC read and conversion in the vDSO), for the
     /// per-request stamps whose timeouts are seconds (the last read of a connection, an
     /// HTTP timeout's start).
-    static func coarseUptimeNanoseconds() -> UInt64 {
+    static func coarseNow() -> NIODeadline {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        return .uptimeNanoseconds(UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec))
     }
 
     /// Waits for readability of `fds` up to `timeoutMs` (-1: forever); returns the readable ones.
